@@ -1,0 +1,5 @@
+"""Errors that are the user's to fix: the CLI prints their one-line message and exits with 2."""
+
+
+class UserError(Exception):
+    """A user's mistake (missing file, bad camera, unknown key): one clear line, exit code 2."""
