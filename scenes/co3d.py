@@ -128,6 +128,10 @@ class CO3DDataset:
         for seq in self._by_seq.values():
             seq.sort(key=lambda f: f["frame_number"])
 
+    def frames_by_sequence(self) -> dict[str, list[dict]]:
+        """Every annotated frame, grouped by sequence and ordered by frame number."""
+        return dict(self._by_seq)
+
     # ------------------------------------------------------------------ set lists
     def subsets(self) -> list[str]:
         """Subset names available under ``set_lists/``."""
@@ -246,20 +250,3 @@ def _same_size(cams: list[Cameras]) -> list[Cameras]:
     """Cameras of possibly different image sizes, made concatenable (geometry only matters)."""
     h, w = cams[0].height, cams[0].width
     return [Cameras(c.R, c.t, c.K, h, w) for c in cams]
-
-
-def eval_frame_indices(n_frames: int, scene_index: int, views: int, n_eval: int = 32
-                       ) -> tuple[list[int], list[int]]:
-    """SparseFusion's evaluation split of one sequence: (input indices, target indices).
-
-    ``n_eval`` frames evenly spaced over the sequence (``linspace``); inputs = the first
-    ``views`` of ``randperm(n_eval)`` seeded with the scene index; targets = the rest.
-    """
-    idx = torch.linspace(0, n_frames - 1, min(n_eval, n_frames)).long().tolist()
-    if views >= len(idx):
-        raise UserError(f"a scene has {len(idx)} frames: not enough for {views} input views and at least one target")
-    g = torch.Generator().manual_seed(scene_index)
-    perm = torch.randperm(len(idx), generator=g).tolist()
-    inputs = [idx[i] for i in perm[:views]]
-    targets = [idx[i] for i in sorted(perm[views:])]
-    return inputs, targets

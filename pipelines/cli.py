@@ -1,0 +1,148 @@
+"""The ``sparsefusion`` command line (also ``python -m pipelines``).
+
+Every command takes ``--config PRESET|FILE``, flags that are shortcuts for config keys, and
+``key.sub=value`` overrides (applied last). A user's mistake ends with one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from scenes.errors import UserError
+
+from .config import describe, load_config, preset_path
+
+# Flags shared by every command that reads scenes: flag -> (config key, type, help).
+DATA_FLAGS = {
+    "data": ("data.root", str, "dataset root in the CO3D v2 layout"),
+    "category": ("data.category", str, "category folder"),
+    "subset": ("data.subset", str, "set list name (fewview_dev, fewview_train, ...)"),
+    "split": ("data.split", str, "set list part (train, val, test)"),
+    "views": ("data.views", int, "input views per scene"),
+    "image-size": ("data.image_size", int, "square image side"),
+    "max-scenes": ("data.max_scenes", int, "only the first N scenes"),
+    "out": ("out", str, "output folder"),
+}
+
+
+@dataclass
+class Command:
+    """A subcommand: its config class, flag shortcuts, and the function that runs it."""
+
+    name: str
+    help: str
+    config: Callable[[], type]
+    run: Callable[[Any], Any]
+    flags: dict[str, tuple[str, type, str]]
+    switches: dict[str, tuple[str, str]] | None = None  # boolean flags -> (key, help)
+
+
+def _evaluate_cmd() -> Command:
+    from . import evaluate as ev
+
+    return Command(
+        "evaluate", "evaluate a method on the shared protocol", lambda: ev.EvaluateConfig,
+        _print_result(ev.evaluate),
+        {"method": ("method", str, "method name"), **DATA_FLAGS,
+         "checkpoint": ("checkpoint", str, "model folder"), "device": ("device", str, "cpu, cuda, auto")},
+    )
+
+
+def _make_dataset_cmd() -> Command:
+    from . import make_dataset as md
+
+    return Command(
+        "make-dataset", "render the pybullet-objects dataset in the CO3D v2 layout",
+        lambda: md.MakeDatasetConfig, md.run,
+        {"data": ("root", str, "output dataset root"), "objects": ("objects", str, "e.g. 800-899 or 0-799,800-899"),
+         "views": ("views", int, "views per object"), "image-size": ("image_size", int, "render size"),
+         "workers": ("workers", int, "parallel workers"), "seed": ("seed", int, "seed")},
+        {"include-reserved": ("include_reserved", "allow the held-out objects 900-999")},
+    )
+
+
+def _cameras_cmd() -> Command:
+    from . import cameras_export as ce
+
+    return Command(
+        "cameras", "export every frame's camera exactly as the files give it (OpenCV)",
+        lambda: ce.CamerasConfig, ce.run,
+        {"data": ("root", str, "dataset root"), "category": ("category", str, "category"),
+         "out": ("out", str, "output JSON"), "plot": ("plot", str, "optional PNG plot of the cameras"),
+         "cameras": ("cameras", str, "a camera file to validate and plot instead of a dataset")},
+    )
+
+
+def _demo_cmd() -> Command:
+    from . import demo
+
+    return Command("demo", "the embedded demo: data, evaluation, report", lambda: demo.DemoConfig,
+                   demo.run, {"out": ("out", str, "output folder")})
+
+
+COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd)}
+
+
+def _print_result(fn):
+    def run(cfg):
+        result = fn(cfg)
+        if isinstance(result, dict) and "out" in result:
+            print(f"results in {result['out']}")
+        return result
+
+    return run
+
+
+def _parser(commands: list[Command]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparsefusion", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for cmd in commands:
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        p.add_argument("--config", help="preset name under configs/<command>/ or a YAML file")
+        p.add_argument("--show-config", action="store_true", help="print the resolved config with field docs and exit")
+        for flag, (key, typ, help_) in cmd.flags.items():
+            p.add_argument(f"--{flag}", type=typ, dest=f"flag:{key}", help=f"{help_} (= {key})")
+        for flag, (key, help_) in (cmd.switches or {}).items():
+            p.add_argument(f"--{flag}", action="store_true", default=None, dest=f"flag:{key}", help=f"{help_} (= {key}=true)")
+        if cmd.name == "evaluate":
+            p.add_argument("--list-methods", action="store_true", help="list the registered methods and exit")
+        p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, applied last")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``sparsefusion`` console script."""
+    commands = [make() for make in COMMANDS.values()]
+    args = _parser(commands).parse_args(argv)
+    cmd = next(c for c in commands if c.name == args.command)
+    try:
+        if getattr(args, "list_methods", False):
+            from .methods import available_methods
+
+            print("\n".join(available_methods()))
+            return 0
+        flags = [f"{k[5:]}={_yaml_value(v)}" for k, v in vars(args).items() if k.startswith("flag:") and v is not None]
+        yaml_path = preset_path(cmd.name, args.config) if args.config else None
+        cfg = load_config(cmd.config(), yaml_path, flags + list(args.overrides))
+        if args.show_config:
+            print("\n".join(describe(cfg)))
+            return 0
+        cmd.run(cfg)
+    except UserError as err:
+        print(f"sparsefusion {cmd.name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sparsefusion {cmd.name}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _yaml_value(value) -> str:
+    """A flag value as a dotlist value (strings quoted so '1e3' or 'null' stay strings)."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)

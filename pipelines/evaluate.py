@@ -1,0 +1,184 @@
+"""``sparsefusion evaluate``: one protocol for every method.
+
+Per scene: V input views, the other evaluation frames as targets; PSNR/SSIM on the masked
+image, foreground PSNR, LPIPS and FID/KID where their weights exist, seconds per scene.
+Finished scenes are kept under ``scenes/`` in the output folder, so a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from scenes.co3d import CO3DDataset, CO3DOptions
+from scenes.errors import UserError
+from scenes.io import read_image, write_image, write_json
+from scenes.splits import eval_scenes
+
+from .config import save_config
+from .methods import MethodContext, build_method
+from .metrics import MetricSuite, Unavailable, summarize, to_jsonable
+from .runtime import machine_info, output_dir, resolve_device
+
+
+@dataclass
+class DataConfig:
+    """Which scenes, which views, and how images are prepared (shared by every command)."""
+
+    root: str = "data/pybullet-objects"
+    """Dataset root in the CO3D v2 layout (CO3D itself or `sparsefusion make-dataset` output)."""
+    category: str = "random_objects"
+    """Category folder under the root."""
+    subset: str = "fewview_dev"
+    """Set list name: set_lists/set_lists_<subset>.json."""
+    split: str = "test"
+    """Part of the set list: train, val or test."""
+    views: int = 2
+    """Input views per scene; the other evaluation frames are targets."""
+    image_size: int | None = 64
+    """Square image side after crop and resize; null keeps the native size."""
+    max_scenes: int | None = None
+    """Evaluate only the first N scenes (null: all)."""
+    eval_frames: int = 32
+    """Frames spaced evenly over each sequence that form the scene (SparseFusion: 32)."""
+    crop: bool = True
+    """Crop each frame around its mask (threshold 0.4, 30% context), as implicitron."""
+    normalize: bool = True
+    """Normalise each scene (axes' nearest point at the origin, mean camera distance 3)."""
+    masked: bool = True
+    """Foreground-mask the images on black."""
+
+    def options(self) -> CO3DOptions:
+        """Reader options of this config."""
+        return CO3DOptions(self.crop, self.image_size, self.normalize, self.masked)
+
+
+@dataclass
+class EvaluateConfig:
+    """Configuration of ``sparsefusion evaluate``."""
+
+    method: str = "nearest-view"
+    """Method to evaluate (see `sparsefusion evaluate --list-methods`)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Scenes and views."""
+    out: str | None = None
+    """Output folder (default outputs/evaluate/<method>-<category>-<views>v)."""
+    checkpoint: str | None = None
+    """Model folder for learned methods (default: the shipped demo model)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    seed: int = 0
+    """Seed for stochastic methods."""
+    lpips_net: str = "vgg"
+    """LPIPS backbone: vgg (the SparseFusion choice) or alex."""
+    fid: bool = True
+    """Compute FID/KID over all targets when the Inception weights are present."""
+    resume: bool = True
+    """Reuse finished scenes found in the output folder."""
+    save_images: bool = True
+    """Keep every predicted view as PNG under views/<scene>/."""
+
+
+def _scene_file(out: Path, name: str) -> Path:
+    return out / "scenes" / f"{name}.json"
+
+
+def _pred_paths(out: Path, name: str, frames: list[int]) -> list[Path]:
+    return [out / "views" / name / f"{f:06d}.png" for f in frames]
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    """Run the evaluation protocol; writes metrics.json and metrics.md; returns the summary."""
+    out = output_dir("evaluate", cfg.out, f"{cfg.method}-{cfg.data.category}-{cfg.data.views}v")
+    save_config(cfg, out)
+    device = resolve_device(cfg.device)
+    method = build_method(cfg.method, MethodContext(device, cfg.checkpoint, cfg.seed))
+    dataset = CO3DDataset(cfg.data.root, cfg.data.category)
+    suite = MetricSuite(lpips_net=cfg.lpips_net, device=device, fid=cfg.fid)
+    d = cfg.data
+    scenes = eval_scenes(dataset, d.subset, d.split, d.views, d.options(), d.max_scenes, d.eval_frames)
+    n_total = len(dataset.sequences(d.subset, d.split, check_files=False)[: d.max_scenes])
+    rows = []
+    for scene in tqdm(scenes, total=n_total, desc=f"evaluate {cfg.method}", unit="scene"):
+        if set(scene.inputs.frame_numbers) & set(scene.targets.frame_numbers):
+            raise RuntimeError(f"inputs and targets overlap in {scene.name}")  # never happens
+        gt = scene.targets
+        done = _scene_file(out, scene.name)
+        paths = _pred_paths(out, scene.name, gt.frame_numbers)
+        if cfg.resume and done.is_file() and all(p.is_file() for p in paths):
+            row = json.loads(done.read_text())
+            pred = torch.from_numpy(np.stack([read_image(p) for p in paths])).permute(0, 3, 1, 2)
+        else:
+            torch.manual_seed(cfg.seed + scene.index)
+            start = time.perf_counter()
+            with torch.no_grad():
+                pred = method.predict(scene.inputs, gt.cameras.to(device)).float().cpu().clamp(0, 1)
+            seconds = time.perf_counter() - start
+            if pred.shape != gt.images.shape:
+                raise RuntimeError(f"{cfg.method} returned {tuple(pred.shape)} for targets {tuple(gt.images.shape)}")
+            per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid)
+            row = {
+                "scene": scene.name, "index": scene.index, "seconds": seconds,
+                "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
+                **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
+                "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
+            }
+            if cfg.save_images:
+                for img, p in zip(pred, paths):
+                    write_image(p, img.permute(1, 2, 0).numpy())
+            write_json(done, row)
+        suite.update_set(pred, gt.images)
+        rows.append(row)
+    summary = {
+        "method": cfg.method, "data": asdict(cfg.data), "scenes": len(rows),
+        "mean": to_jsonable(summarize([_scalars(r) for r in rows])),
+        "set": {k: to_jsonable(v) for k, v in suite.set_metrics().items()},
+        "availability": suite.availability(), "machine": machine_info(),
+        "per_scene": [{k: v for k, v in r.items() if k != "per_target"} for r in rows],
+    }
+    write_json(out / "metrics.json", summary)
+    (out / "metrics.md").write_text(markdown_table([summary]))
+    summary["out"] = str(out)
+    return summary
+
+
+def _scalars(row: dict) -> dict:
+    """The metric values of a scene row, with JSON 'unavailable' records turned back into Unavailable."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict) and v.get("available") is False:
+            out[k] = Unavailable(v["reason"])
+        elif isinstance(v, (int, float)) and k != "index":
+            out[k] = v
+    return out
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if isinstance(value, dict) and not value.get("available", True):
+        return "n/a"
+    if isinstance(value, (int, float)):
+        return f"{value:.{digits}f}"
+    return "n/a" if value is None else str(value)
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    """Markdown table of mean metrics, one row per method, with unavailable metrics explained."""
+    cols = [("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("psnr_fg", "PSNR fg", 2), ("lpips", "LPIPS", 3),
+            ("fid", "FID", 1), ("kid", "KID", 4), ("seconds", "s/scene", 2)]
+    lines = ["| method | scenes | " + " | ".join(c[1] for c in cols) + " |",
+             "|---|---:|" + "---:|" * len(cols)]
+    notes = {}
+    for s in summaries:
+        vals = {**s["mean"], **s.get("set", {})}
+        lines.append(f"| {s['method']} | {s['scenes']} | " + " | ".join(_fmt(vals.get(k), dg) for k, _, dg in cols) + " |")
+        for k, reason in s.get("availability", {}).items():
+            if reason != "ok":
+                notes[k] = reason
+    lines += [""] + [f"- {k}: unavailable: {r}" for k, r in sorted(notes.items())]
+    return "\n".join(lines) + "\n"

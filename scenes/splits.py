@@ -1,0 +1,62 @@
+"""The evaluation split shared by every method: which frames are inputs and which are targets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .co3d import CO3DDataset, CO3DOptions, Views
+from .errors import UserError
+
+N_EVAL_FRAMES = 32
+
+
+def eval_frame_indices(n_frames: int, scene_index: int, views: int, n_eval: int = N_EVAL_FRAMES
+                       ) -> tuple[list[int], list[int]]:
+    """SparseFusion's evaluation split of one sequence: (input indices, target indices).
+
+    ``n_eval`` frames evenly spaced over the sequence (``linspace``); inputs = the first
+    ``views`` of ``randperm(n_eval)`` seeded with the scene index; targets = the rest.
+    """
+    idx = torch.linspace(0, n_frames - 1, min(n_eval, n_frames)).long().tolist()
+    if views < 1 or views >= len(idx):
+        raise UserError(f"a scene with {len(idx)} frames cannot give {views} input view(s) and at least one target")
+    g = torch.Generator().manual_seed(scene_index)
+    perm = torch.randperm(len(idx), generator=g).tolist()
+    inputs = [idx[i] for i in perm[:views]]
+    targets = [idx[i] for i in sorted(perm[views:])]
+    assert not set(inputs) & set(targets)
+    return inputs, targets
+
+
+@dataclass
+class EvalScene:
+    """One evaluation scene: input views and target views (ground truth for metrics only)."""
+
+    index: int
+    name: str
+    inputs: Views
+    targets: Views
+
+
+def eval_scenes(
+    dataset: CO3DDataset, subset: str, split: str, views: int, options: CO3DOptions,
+    max_scenes: int | None = None, n_eval: int = N_EVAL_FRAMES,
+) -> Iterator[EvalScene]:
+    """Evaluation scenes of a set list's part, in order; scene index = position in the set list."""
+    seqs = dataset.sequences(subset, split)
+    if not seqs:
+        raise UserError(f"no sequences in {dataset.category}/{subset}/{split} under {dataset.root}")
+    for index, seq in enumerate(seqs[:max_scenes]):
+        inputs, targets = eval_frame_indices(len(seq.frames), index, views, n_eval)
+        loaded = dataset.load(seq, options, inputs + targets)
+        yield EvalScene(index, seq.name, loaded.select(range(views)),
+                        loaded.select(range(views, len(loaded))))
+
+
+def count_eval_scenes(dataset: CO3DDataset, subset: str, split: str, max_scenes: int | None = None) -> int:
+    """How many scenes :func:`eval_scenes` will yield."""
+    n = len(dataset.sequences(subset, split))
+    return n if max_scenes is None else min(n, max_scenes)
