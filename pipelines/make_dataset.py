@@ -33,5 +33,7 @@ def run(cfg: MakeDatasetConfig) -> dict:
         cfg.root, parse_objects(cfg.objects), views=cfg.views, image_size=cfg.image_size,
         seed=cfg.seed, workers=cfg.workers, include_reserved=cfg.include_reserved,
     )
-    print(f"wrote {len(summary['objects'])} objects x {cfg.views} views to {cfg.root} in {summary['seconds']:.1f} s")
+    print(f"{cfg.root}: rendered {summary['rendered']} objects x {cfg.views} views, "
+          f"{summary['skipped']} already there, {len(summary['excluded'])} excluded (empty mesh), "
+          f"{summary['seconds']:.1f} s")
     return summary
