@@ -19,7 +19,7 @@ from tqdm import tqdm
 from scenes.co3d import CO3DDataset, CO3DOptions
 from scenes.errors import UserError
 from scenes.io import read_image, write_image, write_json
-from scenes.splits import eval_scenes
+from scenes.splits import eval_scenes, eval_sequences
 
 from .config import save_config
 from .methods import MethodContext, build_method
@@ -102,10 +102,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     dataset = CO3DDataset(cfg.data.root, cfg.data.category)
     suite = MetricSuite(lpips_net=cfg.lpips_net, device=device, fid=cfg.fid)
     d = cfg.data
-    scenes = eval_scenes(dataset, d.subset, d.split, d.views, d.options(), d.max_scenes, d.eval_frames)
-    n_total = len(dataset.sequences(d.subset, d.split, check_files=False)[: d.max_scenes])
+    seqs = eval_sequences(dataset, d.subset, d.split, d.max_scenes)
     rows = []
-    for scene in tqdm(scenes, total=n_total, desc=f"evaluate {cfg.method}", unit="scene"):
+    for scene in tqdm(eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames), total=len(seqs),
+                      desc=f"evaluate {cfg.method}", unit="scene"):
         if set(scene.inputs.frame_numbers) & set(scene.targets.frame_numbers):
             raise RuntimeError(f"inputs and targets overlap in {scene.name}")  # never happens
         gt = scene.targets

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import torch
 
-from .co3d import CO3DDataset, CO3DOptions, Views
+from .co3d import CO3DDataset, CO3DOptions, Sequence, Views
 from .errors import UserError
 
 N_EVAL_FRAMES = 32
@@ -42,21 +42,21 @@ class EvalScene:
 
 
 def eval_scenes(
-    dataset: CO3DDataset, subset: str, split: str, views: int, options: CO3DOptions,
-    max_scenes: int | None = None, n_eval: int = N_EVAL_FRAMES,
+    dataset: CO3DDataset, sequences: list[Sequence], views: int, options: CO3DOptions,
+    n_eval: int = N_EVAL_FRAMES,
 ) -> Iterator[EvalScene]:
-    """Evaluation scenes of a set list's part, in order; scene index = position in the set list."""
-    seqs = dataset.sequences(subset, split)
-    if not seqs:
-        raise UserError(f"no sequences in {dataset.category}/{subset}/{split} under {dataset.root}")
-    for index, seq in enumerate(seqs[:max_scenes]):
+    """Evaluation scenes of sequences in set-list order; scene index = position in that order."""
+    for index, seq in enumerate(sequences):
         inputs, targets = eval_frame_indices(len(seq.frames), index, views, n_eval)
         loaded = dataset.load(seq, options, inputs + targets)
         yield EvalScene(index, seq.name, loaded.select(range(views)),
                         loaded.select(range(views, len(loaded))))
 
 
-def count_eval_scenes(dataset: CO3DDataset, subset: str, split: str, max_scenes: int | None = None) -> int:
-    """How many scenes :func:`eval_scenes` will yield."""
-    n = len(dataset.sequences(subset, split))
-    return n if max_scenes is None else min(n, max_scenes)
+def eval_sequences(dataset: CO3DDataset, subset: str, split: str, max_scenes: int | None = None
+                   ) -> list[Sequence]:
+    """The sequences an evaluation uses: the set list's part, the first ``max_scenes`` of them."""
+    seqs = dataset.sequences(subset, split)
+    if not seqs:
+        raise UserError(f"no sequences in {dataset.category}/{subset}/{split} under {dataset.root}")
+    return seqs[:max_scenes]

@@ -10,7 +10,7 @@ import torch
 from conftest import write_sphere_dataset
 from scenes.co3d import CO3DDataset, CO3DOptions, crop_box, mask_bbox
 from scenes.errors import UserError
-from scenes.splits import eval_frame_indices, eval_scenes
+from scenes.splits import eval_frame_indices, eval_scenes, eval_sequences
 
 RAW = CO3DOptions(crop=False, image_size=None, normalize=False, masked=False)
 
@@ -88,7 +88,7 @@ def test_eval_split_matches_sparsefusion_protocol():
 def test_eval_scenes_never_overlap(tmp_path):
     write_sphere_dataset(tmp_path, n_seq=3, n_frames=12)
     ds = CO3DDataset(tmp_path, "toys")
-    scenes = list(eval_scenes(ds, "fewview_dev", "test", 3, CO3DOptions(image_size=16)))
+    scenes = list(eval_scenes(ds, eval_sequences(ds, "fewview_dev", "test"), 3, CO3DOptions(image_size=16)))
     assert [s.index for s in scenes] == [0, 1, 2]
     for s in scenes:
         assert len(s.inputs) == 3 and len(s.targets) == 9
