@@ -1,0 +1,49 @@
+"""pixelNeRF-style image features: a ResNet's early layers, resized to H/2 and concatenated.
+
+ResNet-18 (EFT) and ResNet-34 (pixelNeRF) give 64 + 64 + 128 + 256 = 512 channels at H/2.
+ImageNet weights are loaded only from a local file; otherwise the weights are random (the
+training commands say so in one line).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from .errors import UserError
+
+FEATURE_CHANNELS = 512
+
+
+class PixelFeatureEncoder(nn.Module):
+    """conv1 + layer1..3 of a torchvision ResNet; images (B,3,H,W) in [0,1] -> (B,512,H/2,W/2)."""
+
+    def __init__(self, arch: str = "resnet18", weights_path: str | None = None):
+        super().__init__()
+        if arch not in ("resnet18", "resnet34"):
+            raise UserError(f"unknown backbone {arch!r} (resnet18 or resnet34)")
+        net = getattr(torchvision.models, arch)(weights=None)
+        if weights_path:
+            path = Path(weights_path)
+            if not path.is_file():
+                raise UserError(f"backbone weights not found: {path}")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            missing, _ = net.load_state_dict(state, strict=False)
+            if any(k.startswith(("conv1", "layer1")) for k in missing):
+                raise UserError(f"{path} is not a torchvision {arch} state dict")
+        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+        self.pool = net.maxpool
+        self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3
+
+    def forward(self, images: Tensor) -> Tensor:
+        x0 = self.stem(images)  # (B, 64, H/2, W/2)
+        x1 = self.layer1(self.pool(x0))  # (B, 64, H/4, W/4)
+        x2 = self.layer2(x1)  # (B, 128, H/8, W/8)
+        x3 = self.layer3(x2)  # (B, 256, H/16, W/16)
+        size = x0.shape[-2:]
+        ups = [F.interpolate(x, size=size, mode="bilinear", align_corners=False) for x in (x1, x2, x3)]
+        return torch.cat([x0, *ups], dim=1)

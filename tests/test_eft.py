@@ -1,0 +1,103 @@
+"""Epipolar Feature Transformer: shapes, view-count independence, epipolar geometry, save/load."""
+
+import math
+
+import pytest
+import torch
+
+from scenes.cameras import intrinsics_from_fov, look_at
+from scenes.encoding import harmonic_dim, harmonic_embedding
+from scenes.projection import project_points
+from vldm.eft import EpipolarFeatureTransformer
+
+TINY = dict(d_model=16, n_layers=1, n_heads=1, ffn_dim=16, dropout=0.0, n_samples=6)
+
+
+def ring(n, size=32, dtype=torch.float32, elev=0.5):
+    a = torch.arange(n, dtype=dtype) * 2 * math.pi / n + 0.2
+    eye = 3.0 * torch.stack([a.cos() * math.cos(elev), a.sin() * math.cos(elev), torch.full_like(a, math.sin(elev))], -1)
+    K = intrinsics_from_fov(42.0, size, size, dtype)
+    return look_at(eye, torch.zeros(3, dtype=dtype), torch.tensor([0.0, 0, 1], dtype=dtype), K, size, size)
+
+
+def test_harmonic_embedding_layout():
+    x = torch.tensor([[0.5, -1.0]])
+    e = harmonic_embedding(x, 6)
+    assert e.shape == (1, harmonic_dim(2, 6)) == (1, 26)
+    # PyTorch3D layout: all frequencies of x0, then of x1; sines, then cosines, then x
+    torch.testing.assert_close(e[0, 1], torch.sin(torch.tensor(0.5 * 2)))  # sin(x0 · 2^1)
+    torch.testing.assert_close(e[0, 6], torch.sin(torch.tensor(-1.0)))  # sin(x1 · 2^0)
+    torch.testing.assert_close(e[0, 12 + 5], torch.cos(torch.tensor(0.5 * 32)))  # cos(x0 · 2^5)
+    torch.testing.assert_close(e[0, -2:], x[0])
+    assert harmonic_dim(6, 6) == 78 and harmonic_dim(1, 6) == 13
+
+
+@pytest.mark.parametrize("views", [1, 2, 5])
+def test_output_shapes_for_any_number_of_views(views):
+    torch.manual_seed(0)
+    eft = EpipolarFeatureTransformer(**TINY).eval()
+    cams = ring(views + 3)
+    imgs = torch.rand(views, 3, 32, 32)
+    out = eft(imgs, cams[list(range(views))], cams[[views, views + 1, views + 2]], size=(8, 8))
+    assert out.features.shape == (3, 16, 8, 8) and out.rgb.shape == (3, 3, 8, 8)
+    assert (out.rgb > 0).all() and (out.rgb < 1).all()
+
+
+def test_context_order_does_not_matter():
+    torch.manual_seed(0)
+    eft = EpipolarFeatureTransformer(**TINY).eval()
+    cams = ring(4)
+    imgs = torch.rand(3, 3, 32, 32)
+    a = eft(imgs, cams[[0, 1, 2]], cams[[3]], size=(4, 4))
+    b = eft(imgs[[2, 0, 1]], cams[[2, 0, 1]], cams[[3]], size=(4, 4))
+    torch.testing.assert_close(a.features, b.features, atol=1e-5, rtol=1e-5)
+
+
+def test_epipolar_samples_project_onto_the_epipolar_line():
+    eft = EpipolarFeatureTransformer(**TINY)
+    cams = ring(3, dtype=torch.float64)
+    query, context = cams[[0]], cams[[1, 2]]
+    dirs, depth = eft.query_samples(query, (8, 8))
+    pix = 27  # one query pixel (row 3, column 3 of 8x8)
+    pts_q = dirs[0, pix][None] * depth[0, pix][:, None]  # (S, 3) in the query frame
+    pts_w = (query.R[0].T @ (pts_q - query.t[0]).T).T  # back to the world frame
+    # the query pixel itself: every sample projects onto it in the query view
+    uv_q, _ = query.project(pts_w)
+    torch.testing.assert_close(uv_q[0], torch.tensor([[3.5 * 4, 3.5 * 4]], dtype=torch.float64).expand(6, 2))
+    # relative cameras project exactly as the world cameras do
+    R_rel, t_rel, centres = eft.relative_context(query, context)
+    uv_rel, _ = project_points(R_rel[0], t_rel[0], context.K, pts_q.expand(2, -1, -1))
+    uv_world, _ = context.project(pts_w)
+    torch.testing.assert_close(uv_rel, uv_world)
+    torch.testing.assert_close(centres[0], (query.R[0] @ context.centers.T).T + query.t[0])
+    # epipolar line in each context view from the fundamental matrix built with scenes.cameras
+    for v in range(2):
+        R = context.R[v] @ query.R[0].T
+        t = context.t[v] - R @ query.t[0]
+        tx = torch.tensor([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]], dtype=torch.float64)
+        Fm = torch.linalg.inv(context.K[v]).T @ tx @ R @ torch.linalg.inv(query.K[0])
+        x_q = torch.tensor([14.0, 14.0, 1.0], dtype=torch.float64)
+        line = Fm @ x_q
+        line = line / line[:2].norm()
+        hom = torch.cat([uv_world[v], torch.ones(6, 1, dtype=torch.float64)], -1)
+        assert (hom @ line).abs().max() < 1e-6  # pixel distance to the line
+        assert (uv_world[v, -1] - uv_world[v, 0]).norm() > 1.0  # and they spread along it
+
+
+def test_depths_bracket_the_object():
+    eft = EpipolarFeatureTransformer(**TINY)
+    _, depth = eft.query_samples(ring(2)[[0]], (4, 4))
+    assert depth.shape == (1, 16, 6)
+    torch.testing.assert_close(depth[0, 0, [0, -1]], torch.tensor([1.5, 4.5]))
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    eft = EpipolarFeatureTransformer(**TINY).eval()
+    eft.save_pretrained(tmp_path)
+    back = EpipolarFeatureTransformer.from_pretrained(tmp_path).eval()
+    cams = ring(3)
+    imgs = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(eft(imgs, cams[[0, 1]], cams[[2]], (4, 4)).rgb,
+                               back(imgs, cams[[0, 1]], cams[[2]], (4, 4)).rgb)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
