@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as Fnn
 
 from .cameras import Cameras
-from .errors import UserError
+from .errors import UnreadableImage, UserError
 from .io import read_image, read_json
 from .normalize import Similarity, normalization_for
 from .p3d_cameras import cameras_from_pytorch3d
@@ -193,19 +193,33 @@ class CO3DDataset:
         return cams
 
     def load(self, seq: Sequence, options: CO3DOptions, frame_index: list[int] | None = None,
-             dtype=torch.float32) -> Views:
-        """Load frames of a sequence (all, or those at ``frame_index``) as :class:`Views`."""
+             dtype=torch.float32, skip_unreadable: bool = False) -> Views:
+        """Load frames of a sequence (all, or those at ``frame_index``) as :class:`Views`.
+
+        With ``skip_unreadable``, frames whose image or mask is missing or cannot be decoded are
+        left out (compare ``frame_numbers`` to see which); if none is left, the error is raised.
+        """
         frames = seq.frames if frame_index is None else [seq.frames[i] for i in frame_index]
         transform = None
         if options.normalize:
             all_cams = Cameras.cat(_same_size(self.raw_cameras(seq.all_frames or seq.frames)))
             transform = normalization_for(all_cams)
-        images, masks, valids, cams = [], [], [], []
+        images, masks, valids, cams, kept, error = [], [], [], [], [], None
         for fr, cam in zip(frames, self.raw_cameras(frames)):
-            img, mask, valid, cam = self._load_frame(fr, cam, options)
+            try:
+                img, mask, valid, cam = self._load_frame(fr, cam, options)
+            except UnreadableImage as err:
+                if not skip_unreadable:
+                    raise
+                error = err
+                continue
             if transform is not None:
                 cam = transform.apply_cameras(cam)
             images.append(img), masks.append(mask), valids.append(valid), cams.append(cam)
+            kept.append(fr)
+        if error is not None and not kept:
+            raise error
+        frames = kept
         if len({(c.height, c.width) for c in cams}) != 1:
             raise UserError(f"frames of {seq.name} have different sizes; set image_size to load them together")
         return Views(

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A user's mistake (missing file, bad camera, unknown key): one clear line, exit code 2."""
+
+
+class UnreadableImage(UserError):
+    """An image or mask file that is missing or cannot be decoded (training skips and counts these)."""

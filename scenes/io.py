@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import UserError
+from .errors import UnreadableImage, UserError
 
 
 _UMASK = os.umask(0)
@@ -70,13 +70,13 @@ def read_image(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     """Read an image as float32 in [0, 1], (H, W, C) for RGB/RGBA or (H, W) for 'L'."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"image not found: {path}")
+        raise UnreadableImage(f"image not found: {path}")
     try:
         with Image.open(path) as im:
             im.load()
             arr = np.asarray(im.convert(mode), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise UserError(f"cannot read image {path}: {err}") from None
+        raise UnreadableImage(f"cannot read image {path}: {err}") from None
     return arr
 
 
