@@ -1,0 +1,417 @@
+"""The shared training loop: the diffusers/accelerate pattern as small functions, used by every model.
+
+A command builds its models and a ``step_fn(models, batch, step) -> {"loss": tensor, ...}``;
+:class:`Trainer` does the rest: devices and processes (accelerate: one CPU, GPUs, ``torchrun``),
+gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``), mixed precision,
+checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
+``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
+random and data state, ``log.jsonl``, periodic samples, and a clear stop on a NaN loss.
+
+Data order: per epoch one permutation of the dataset (seeded by seed and epoch) is split across
+processes, so each process draws different examples; the position in it follows from the
+step, so a resumed run continues with the examples the interrupted one would have drawn.
+Datasets with ``set_epoch`` (e.g. :class:`scenes.training.TrainViews`) are told the epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from scenes.errors import UserError
+from scenes.io import write_bytes, write_json
+
+STATE_FILE = "trainer_state.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, checkpoints and logging of a training run (shared by every train-* command)."""
+
+    steps: int = 1000
+    """Optimizer steps in total (a resumed run counts the steps done before it)."""
+    lr: float = 1e-4
+    """Adam learning rate (constant)."""
+    batch_size: int = 1
+    """Examples per process per micro-step (one sequence per example for view-conditioned models)."""
+    grad_accum: int = 1
+    """Micro-steps whose gradients are accumulated into one optimizer step."""
+    mixed_precision: str = "no"
+    """no, fp16 (CUDA only) or bf16."""
+    ema: bool = False
+    """Keep an exponential moving average of the weights; the final model is saved with it."""
+    ema_decay: float = 0.999
+    """Largest EMA decay (diffusers EMAModel ramps it up as (1+n)/(10+n))."""
+    save_every: int = 500
+    """Save a checkpoint every N optimizer steps (0: only at the end)."""
+    keep_last: int = 2
+    """Checkpoints kept: the newest N."""
+    log_every: int = 10
+    """Write a line to log.jsonl every N optimizer steps."""
+    sample_every: int = 0
+    """Call the sampler every N optimizer steps on the main process (0: never)."""
+    seed: int = 0
+    """Seed of the data order and of each process's random numbers (seed + process index)."""
+    num_workers: int = 0
+    """DataLoader worker processes per training process."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
+    resume: str | None = None
+    """'latest' (the newest complete checkpoint in the output folder, if any) or a checkpoint folder."""
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: the run stops, the last good checkpoint stays."""
+
+
+def complete_checkpoints(out_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in a run folder, oldest first (a half-written one never counts)."""
+    out_dir = Path(out_dir)
+    found = [(int(m[1]), p) for p in out_dir.glob("checkpoint-*")
+             if (m := _CHECKPOINT.match(p.name)) and (p / STATE_FILE).is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work, naming the key."""
+    checks = [
+        (cfg.steps >= 1, "train.steps must be >= 1"), (cfg.lr > 0, "train.lr must be > 0"),
+        (cfg.batch_size >= 1, "train.batch_size must be >= 1"), (cfg.grad_accum >= 1, "train.grad_accum must be >= 1"),
+        (cfg.mixed_precision in MIXED_PRECISION, f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}"),
+        (0 < cfg.ema_decay < 1, "train.ema_decay must be in (0, 1)"), (cfg.save_every >= 0, "train.save_every must be >= 0"),
+        (cfg.keep_last >= 1, "train.keep_last must be >= 1"), (cfg.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.sample_every >= 0, "train.sample_every must be >= 0"), (cfg.num_workers >= 0, "train.num_workers must be >= 0"),
+        (cfg.max_grad_norm >= 0, "train.max_grad_norm must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise UserError("train.mixed_precision=fp16 needs CUDA; use bf16 or no on this machine")
+
+
+def epoch_order(n: int, num_processes: int, process_index: int, seed: int, epoch: int) -> list[int]:
+    """This process's share of epoch ``epoch``'s permutation of ``range(n)`` (padded to divide evenly)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g).tolist()
+    per_process = math.ceil(n / num_processes)
+    perm += perm[: per_process * num_processes - n]
+    return perm[process_index::num_processes]
+
+
+class Trainer:
+    """Trains ``models`` (name -> module) with Adam on every trainable parameter (or ``param_groups``).
+
+    Modules without trainable parameters are moved to the device and left alone (frozen parts).
+    """
+
+    def __init__(self, cfg: TrainConfig, models: dict[str, nn.Module], out_dir: str | Path,
+                 param_groups: list[dict] | None = None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        validate(cfg)
+        self.cfg, self.out = cfg, Path(out_dir)
+        # cpu=True on machines without an accelerator: accelerate then runs torchrun processes on gloo
+        cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+        self.accelerator = acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                                             mixed_precision=cfg.mixed_precision, cpu=cpu)
+        set_seed(cfg.seed, device_specific=True)
+        trainable = [n for n, m in models.items() if any(p.requires_grad for p in m.parameters())]
+        if not trainable:
+            raise ValueError("Trainer: none of the models has trainable parameters")
+        self.params = [p for n in trainable for p in models[n].parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(param_groups or [{"params": self.params}], lr=cfg.lr)
+        prepared = acc.prepare(*[models[n] for n in trainable], optimizer)
+        self.optimizer = prepared[-1]
+        self.models = {n: (prepared[trainable.index(n)] if n in trainable else m.to(acc.device))
+                       for n, m in models.items()}
+        self.trainable = trainable
+        self.ema = {}
+        if cfg.ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema = {n: EMAModel(self.unwrapped[n].parameters(), decay=cfg.ema_decay) for n in trainable}
+        self.step = 0
+        self.seconds_before = 0.0
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def unwrapped(self) -> dict[str, nn.Module]:
+        """The models without their distributed wrappers."""
+        return {n: self.accelerator.unwrap_model(m) for n, m in self.models.items()}
+
+    def ema_models(self) -> dict[str, nn.Module] | None:
+        """Copies of the models holding the EMA weights (frozen models as they are); None without EMA."""
+        if not self.ema:
+            return None
+        out = dict(self.unwrapped)
+        for n, ema in self.ema.items():
+            out[n] = copy.deepcopy(out[n])
+            ema.copy_to(out[n].parameters())
+        return out
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, dataset, step_fn: Callable[[dict, object, int], dict], collate_fn=None,
+            sample_fn: Callable[[dict, int], None] | None = None,
+            final_fn: Callable[[dict, dict | None, Path], None] | None = None) -> dict:
+        """Train to ``cfg.steps``; returns a summary (steps, seconds, images/s, last loss, out).
+
+        ``step_fn(models, batch, step)`` gets the prepared models (call them; use ``unwrapped``
+        for attributes) and returns ``loss`` plus optional scalar logs and ``images`` (the
+        number of images in the batch, for images/s; default: the batch size).
+        ``sample_fn(unwrapped_models, step)`` runs on the main process, in eval mode, without
+        gradients and on its own random stream. ``final_fn(unwrapped_models, ema_models, out)``
+        runs once at the end on the main process (``ema_models`` is None without EMA).
+        """
+        cfg, acc = self.cfg, self.accelerator
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = self._resume()
+        log = _JsonLog(self.out / "log.jsonl", start if cfg.resume else 0, enabled=self.is_main)
+        batches = self._batches(dataset, collate_fn, start * cfg.grad_accum)
+        window, t_start, last = _Window(acc.device), time.perf_counter(), {}
+        images_total = 0
+        bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.out.name}", unit="step",
+                   disable=not self.is_main, dynamic_ncols=True)
+        for m in self.trainable:
+            self.models[m].train()
+        try:
+            while self.step < cfg.steps:
+                batch = next(batches)
+                with acc.accumulate(*[self.models[n] for n in self.trainable]):
+                    out = step_fn(self.models, batch, self.step)
+                    loss = out["loss"]
+                    self._check_finite(loss)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        acc.clip_grad_norm_(self.params, cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                images = int(out.get("images", cfg.batch_size))
+                window.add(loss, out, images)
+                images_total += images
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                for n, ema in self.ema.items():
+                    ema.step(self.unwrapped[n].parameters())
+                bar.update()
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    last = window.flush(acc, self.step, self.optimizer.param_groups[0]["lr"],
+                                        self.seconds_before + time.perf_counter() - t_start)
+                    log.write(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}")
+                if cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save_checkpoint(time.perf_counter() - t_start)
+                if sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._sample(sample_fn)
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t_start
+        if not complete_checkpoints(self.out) or complete_checkpoints(self.out)[-1].name != f"checkpoint-{self.step}":
+            self.save_checkpoint(seconds)
+        acc.wait_for_everyone()
+        if self.is_main and final_fn is not None:
+            final_fn(self.unwrapped, self.ema_models(), self.out)
+        acc.wait_for_everyone()
+        total = acc.reduce(torch.tensor([float(images_total)], device=acc.device), "sum") \
+            if acc.num_processes > 1 else torch.tensor([float(images_total)])
+        return {"steps": self.step, "start_step": start, "seconds": seconds,
+                "images_per_s": total.item() / max(seconds, 1e-9), "loss": last.get("loss"), "out": str(self.out)}
+
+    def _batches(self, dataset, collate_fn, start_micro: int) -> Iterator:
+        """Batches on the device, from micro-step ``start_micro`` on, epoch after epoch."""
+        from accelerate.utils import send_to_device
+
+        cfg, acc = self.cfg, self.accelerator
+        n = len(dataset)
+        if n == 0:
+            raise UserError("the training set is empty")
+        per_process = math.ceil(n / acc.num_processes)
+        per_epoch = max(1, per_process // cfg.batch_size)  # micro-batches per epoch per process
+        epoch, pos = divmod(start_micro, per_epoch)
+        while True:
+            order = epoch_order(n, acc.num_processes, acc.process_index, cfg.seed, epoch)
+            order = order[pos * cfg.batch_size: per_epoch * cfg.batch_size]
+            if hasattr(dataset, "set_epoch"):
+                dataset.set_epoch(epoch)
+            loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=order, collate_fn=collate_fn,
+                                num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed + epoch))
+            for batch in loader:
+                yield send_to_device(batch, acc.device)
+            epoch, pos = epoch + 1, 0
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        """Stop every process, naming the step, when any process's loss is NaN or infinite."""
+        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, "sum")
+        if bad.item() == 0:
+            return
+        kept = complete_checkpoints(self.out)
+        where = (f"the last good checkpoint {kept[-1]} is kept (resume with train.resume=latest after "
+                 "lowering train.lr or fixing the data)") if kept else "no checkpoint had been saved yet"
+        value = loss.detach().float().mean().item()
+        raise TrainingDiverged(f"loss is {value} at step {self.step + 1}: training stopped; {where}")
+
+    def _sample(self, sample_fn) -> None:
+        if self.is_main:
+            models = self.unwrapped
+            for n in self.trainable:
+                models[n].eval()
+            devices = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
+            with torch.no_grad(), torch.random.fork_rng(devices=devices):
+                sample_fn(models, self.step)
+            for n in self.trainable:
+                models[n].train()
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, seconds: float = 0.0) -> Path:
+        """``checkpoint-<step>``: accelerate state + EMA + trainer state, renamed into place when complete."""
+        acc = self.accelerator
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".checkpoint-{self.step}.incomplete"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        if self.is_main:
+            from safetensors.torch import save_file
+
+            ema_state = {}
+            for n, ema in self.ema.items():
+                save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                          tmp / f"ema_{n}.safetensors")
+                ema_state[n] = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+            write_json(tmp / STATE_FILE, {"step": self.step, "seconds": self.seconds_before + seconds,
+                                          "num_processes": acc.num_processes, "ema": ema_state})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in complete_checkpoints(self.out)[: -self.cfg.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def _resume(self) -> int:
+        """Load the checkpoint ``cfg.resume`` names; returns the step to continue from."""
+        resume, acc = self.cfg.resume, self.accelerator
+        if self.is_main:
+            for stale in self.out.glob(".checkpoint-*.incomplete"):
+                shutil.rmtree(stale, ignore_errors=True)
+        if not resume:
+            return 0
+        if resume == "latest":
+            found = complete_checkpoints(self.out)
+            if not found:
+                if self.is_main:
+                    print(f"no checkpoint in {self.out} yet: starting from step 0")
+                return 0
+            path = found[-1]
+        else:
+            path = Path(resume)
+            if not (path / STATE_FILE).is_file():
+                raise UserError(f"train.resume={resume!r} is not a complete checkpoint folder (no {STATE_FILE}); "
+                                "use 'latest' or a checkpoint-<step> folder")
+        state = json.loads((path / STATE_FILE).read_text())
+        if state.get("num_processes", acc.num_processes) != acc.num_processes:
+            raise UserError(f"{path} was saved by {state['num_processes']} processes; resume it with as many "
+                            f"(this run has {acc.num_processes})")
+        try:
+            acc.load_state(str(path))
+        except (RuntimeError, ValueError, OSError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot resume from {path} (different model or settings?): {first}") from None
+        self._load_ema(path, state.get("ema", {}))
+        self.step, self.seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
+        if self.is_main:
+            print(f"resumed from {path} at step {self.step}")
+        return self.step
+
+    def _load_ema(self, path: Path, scalars: dict) -> None:
+        from safetensors.torch import load_file
+
+        for n, ema in self.ema.items():
+            file = path / f"ema_{n}.safetensors"
+            if not file.is_file() or n not in scalars:
+                raise UserError(f"{path} has no EMA weights for {n!r} (saved with train.ema=false?)")
+            shadow = load_file(file, device=str(ema.shadow_params[0].device))
+            if len(shadow) != len(ema.shadow_params):
+                raise UserError(f"{file} holds {len(shadow)} tensors, the model has {len(ema.shadow_params)}")
+            ema.load_state_dict({**scalars[n], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
+
+
+class _Window:
+    """Sums of the losses and logs since the last log line."""
+
+    def __init__(self, device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.count, self.images, self.extra, self.t0 = 0.0, 0, 0, {}, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, out: dict, images: int) -> None:
+        self.loss = self.loss + loss.detach().float()
+        self.count += 1
+        self.images += images
+        for k, v in out.items():
+            if k not in ("loss", "images") and (isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)):
+                self.extra[k] = self.extra.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v))
+
+    def flush(self, acc, step: int, lr: float, seconds: float) -> dict:
+        """One log row: mean loss over processes, images/s over processes, this process's other logs."""
+        stats = torch.stack([torch.as_tensor(self.loss, dtype=torch.float32, device=self.device).reshape(()),
+                             torch.tensor(float(self.count), device=self.device),
+                             torch.tensor(float(self.images), device=self.device)])
+        if acc.num_processes > 1:
+            stats = acc.reduce(stats, "sum")
+        loss, count, images = stats.tolist()
+        elapsed = max(time.perf_counter() - self.t0, 1e-9)
+        row = {"step": step, "loss": loss / max(count, 1), "lr": lr, "images_per_s": images / elapsed,
+               "seconds": round(seconds, 3)}
+        row.update({k: float(v) / max(self.count, 1) for k, v in self.extra.items()})
+        self.reset()
+        return row
+
+
+class _JsonLog:
+    """``log.jsonl`` on the main process: truncated on a fresh run, cut back to the step on a resume."""
+
+    def __init__(self, path: Path, keep_until: int, enabled: bool):
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
+        kept = []
+        if keep_until and path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= keep_until:
+                        kept.append(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+        write_bytes(path, "".join(line + "\n" for line in kept).encode())
+
+    def write(self, row: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
