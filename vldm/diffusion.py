@@ -1,0 +1,117 @@
+"""The view-conditioned latent diffusion model: UNet, schedules, training loss and samplers.
+
+The UNet sees the noisy latent concatenated with the EFT feature map (conditioning by
+concatenation) and predicts ε. Cosine schedule; conditioning dropout enables
+classifier-free guidance (the default scale 1 applies none).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, PNDMScheduler, UNet2DModel,
+)
+from torch import Tensor
+
+from scenes.errors import UserError
+
+SAMPLERS = {"ddim": DDIMScheduler, "plms": PNDMScheduler, "dpm": DPMSolverMultistepScheduler,
+            "ddpm": DDPMScheduler}
+
+
+def make_unet(sample_size: int, latent_channels: int, cond_channels: int,
+              block_out_channels: tuple[int, ...] = (256, 512, 1024, 1024), layers_per_block: int = 2,
+              norm_num_groups: int = 32, attention_head_dim: int = 64) -> UNet2DModel:
+    """UNet2DModel with (latent + cond) input channels, self-attention at the lowest level and the middle."""
+    n = len(block_out_channels)
+    return UNet2DModel(
+        sample_size=sample_size, in_channels=latent_channels + cond_channels, out_channels=latent_channels,
+        block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+        norm_num_groups=norm_num_groups, attention_head_dim=attention_head_dim,
+    )
+
+
+def make_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
+    """Training scheduler: cosine (squaredcos_cap_v2) betas, ε-prediction."""
+    return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def sampler_from(scheduler, name: str):
+    """A sampling scheduler (ddim, plms, dpm, ddpm) sharing the training scheduler's schedule."""
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r} (one of {', '.join(SAMPLERS)})")
+    config = dict(scheduler.config)
+    if name == "plms":
+        config["skip_prk_steps"] = True
+    return SAMPLERS[name].from_config(config)
+
+
+def diffusion_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: Tensor, cond: Tensor,
+                   valid: Tensor | None = None, repeats: int = 1, cond_drop: float = 0.0,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """ε-prediction MSE on latents (B, c, h, w) given cond (B, C, h, w), masked by valid (B, 1, h, w).
+
+    Each example is repeated ``repeats`` times with independent timesteps and noise; the
+    conditioning of each repeat is zeroed with probability ``cond_drop``.
+    """
+    lat = latents.repeat_interleave(repeats, 0)
+    cond = cond.repeat_interleave(repeats, 0)
+    B = lat.shape[0]
+    dev = lat.device
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), device=dev, generator=generator)
+    noise = torch.randn(lat.shape, device=dev, dtype=lat.dtype, generator=generator)
+    noisy = scheduler.add_noise(lat, noise, t)
+    if cond_drop > 0:
+        keep = (torch.rand(B, device=dev, generator=generator) >= cond_drop).to(cond.dtype)
+        cond = cond * keep[:, None, None, None]
+    eps = unet(torch.cat([noisy, cond], 1), t).sample
+    err = (eps.float() - noise.float()) ** 2
+    if valid is None:
+        return err.mean()
+    w = valid.repeat_interleave(repeats, 0).to(err.dtype).expand_as(err)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _step_kwargs(sampler, generator) -> dict:
+    return {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
+
+
+def guided_eps(unet: UNet2DModel, x: Tensor, t, cond: Tensor, guidance_scale: float = 1.0) -> Tensor:
+    """ε̂ of the UNet; with guidance ≠ 1, ε_u + s·(ε_c − ε_u) with ε_u from zeroed conditioning."""
+    if guidance_scale == 1.0:
+        return unet(torch.cat([x, cond], 1), t).sample
+    both = unet(torch.cat([torch.cat([x, cond], 1), torch.cat([x, torch.zeros_like(cond)], 1)]), t).sample
+    eps_c, eps_u = both.chunk(2)
+    return eps_u + guidance_scale * (eps_c - eps_u)
+
+
+@torch.no_grad()
+def sample_latents(unet: UNet2DModel, sampler, cond: Tensor, latent_channels: int, steps: int = 25,
+                   guidance_scale: float = 1.0, generator: torch.Generator | None = None,
+                   progress: bool = False) -> Tensor:
+    """Draw latents (B, c, h, w) for conditioning maps cond (B, C, h, w) in ``steps`` sampler steps."""
+    B, _, h, w = cond.shape
+    sampler.set_timesteps(steps, device=cond.device)
+    x = torch.randn((B, latent_channels, h, w), generator=generator, device=cond.device, dtype=cond.dtype)
+    x = x * sampler.init_noise_sigma
+    timesteps = sampler.timesteps
+    if progress:
+        from tqdm import tqdm
+
+        timesteps = tqdm(timesteps, desc="sampling", leave=False)
+    for t in timesteps:
+        x_in = sampler.scale_model_input(x, t)
+        eps = guided_eps(unet, x_in, t, cond, guidance_scale)
+        x = sampler.step(eps, t, x, **_step_kwargs(sampler, generator)).prev_sample
+    return x
+
+
+def valid_to_latent(valid: Tensor, size: tuple[int, int], threshold: float = 0.6) -> Tensor:
+    """Valid-region mask (B, 1, H, W) -> latent resolution, thresholded (SparseFusion: 0.6)."""
+    return (F.interpolate(valid.float(), size=size, mode="area") > threshold).float()

@@ -1,0 +1,30 @@
+"""Loading a trained VLDM folder for inference, with errors a user can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from scenes.errors import UserError
+
+from .pipeline import VLDMPipeline
+
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo" / "vldm"
+
+
+def load_vldm(folder: str | Path | None = None, device: torch.device | str = "cpu") -> VLDMPipeline:
+    """A :class:`VLDMPipeline` from a folder written by ``sparsefusion train-vldm`` (default: the shipped demo)."""
+    folder = Path(folder) if folder else DEMO_CHECKPOINT
+    if (folder / "model" / "model_index.json").is_file():
+        folder = folder / "model"
+    if not (folder / "model_index.json").is_file():
+        raise UserError(f"no VLDM model at {folder} (expected model_index.json; train one with "
+                        "`sparsefusion train-vldm` or pass --checkpoint DIR)")
+    try:
+        pipe = VLDMPipeline.from_pretrained(folder)
+    except (ValueError, RuntimeError, OSError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load the VLDM at {folder}: {first[:300]}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
