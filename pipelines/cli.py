@@ -83,7 +83,19 @@ def _demo_cmd() -> Command:
                    demo.run, {"out": ("out", str, "output folder")})
 
 
-COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd)}
+def _train_vae_cmd() -> Command:
+    from . import train_vae as tv
+
+    return Command(
+        "train-vae", "train the small autoencoder of the demo/tiny presets on the training frames",
+        lambda: tv.TrainVAEConfig, tv.run,
+        {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
+         "steps": ("train.steps", int, "optimizer steps in total"),
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+    )
+
+
+COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd, _train_vae_cmd)}
 
 
 def _print_result(fn):
