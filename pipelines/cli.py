@@ -95,7 +95,21 @@ def _train_vae_cmd() -> Command:
     )
 
 
-COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd, _train_vae_cmd)}
+def _train_vldm_cmd() -> Command:
+    from . import train_vldm as tv
+
+    return Command(
+        "train-vldm", "train the EFT and the view-conditioned latent diffusion model jointly",
+        lambda: tv.TrainVLDMConfig, tv.run,
+        {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
+         "vae": ("model.vae", str, "autoencoder folder or SD checkpoint file"),
+         "steps": ("train.steps", int, "optimizer steps in total"),
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+    )
+
+
+COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd,
+                                    _train_vae_cmd, _train_vldm_cmd)}
 
 
 def _print_result(fn):

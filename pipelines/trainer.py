@@ -16,12 +16,14 @@ Datasets with ``set_epoch`` (e.g. :class:`scenes.training.TrainViews`) are told 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -233,10 +235,28 @@ class Trainer:
         if self.is_main and final_fn is not None:
             final_fn(self.unwrapped, self.ema_models(), self.out)
         acc.wait_for_everyone()
+        agree = self._check_replicas()
         total = acc.reduce(torch.tensor([float(images_total)], device=acc.device), "sum") \
             if acc.num_processes > 1 else torch.tensor([float(images_total)])
         return {"steps": self.step, "start_step": start, "seconds": seconds,
-                "images_per_s": total.item() / max(seconds, 1e-9), "loss": last.get("loss"), "out": str(self.out)}
+                "images_per_s": total.item() / max(seconds, 1e-9), "loss": last.get("loss"), "out": str(self.out),
+                "replicas_agree": agree}
+
+    def _check_replicas(self) -> bool:
+        """Whether every process ends with the same trainable weights; recorded in ``replicas.json``."""
+        from accelerate.utils import gather_object
+
+        digest = hashlib.sha256()
+        for n in self.trainable:
+            for p in self.unwrapped[n].parameters():
+                digest.update(p.detach().float().cpu().numpy().tobytes())
+        hashes = gather_object([digest.hexdigest()]) if self.accelerator.num_processes > 1 else [digest.hexdigest()]
+        agree = len(set(hashes)) == 1
+        if self.is_main:
+            write_json(self.out / "replicas.json", {"processes": len(hashes), "weights_sha256": hashes, "agree": agree})
+            if not agree:
+                warnings.warn("the training processes ended with different weights (see replicas.json)", stacklevel=2)
+        return agree
 
     def _batches(self, dataset, collate_fn, start_micro: int) -> Iterator:
         """Batches on the device, from micro-step ``start_micro`` on, epoch after epoch."""

@@ -1,0 +1,187 @@
+"""``sparsefusion train-vldm``: joint EFT + VLDM training (DESIGN 5) on the shared accelerate trainer.
+
+Per step: one sequence, 2–5 context views and one query view (never a context); loss =
+valid-masked ε-MSE of the latent repeated ``diffusion_repeats`` times + pseudo-Huber(EFT RGB,
+target at latent resolution). The final model is one ``VLDMPipeline`` folder under ``model/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from scenes.co3d import CO3DDataset
+from scenes.errors import UserError
+from scenes.io import write_image
+from scenes.losses import pseudo_huber
+from scenes.training import TrainViews, cameras_of, collate_single
+
+from .config import save_config
+from .evaluate import DataConfig
+from .runtime import output_dir
+from .trainer import TrainConfig, Trainer
+
+
+@dataclass
+class VLDMModelConfig:
+    """Model sizes (presets scale widths, depths and resolution, not the structure)."""
+
+    vae: str = "checkpoints/demo/vae/model"
+    """Frozen autoencoder: a diffusers AutoencoderKL folder or a Stable Diffusion checkpoint file."""
+    backbone_weights: str | None = None
+    """Local torchvision ResNet-18 ImageNet weights for the EFT encoder (null: random init)."""
+    d_model: int = 256
+    """EFT transformer width (= feature-map channels fed to the UNet)."""
+    eft_layers: int = 4
+    """Layers of each of the three EFT transformers."""
+    eft_heads: int = 1
+    """Attention heads in the EFT transformers."""
+    eft_ffn: int = 256
+    """Feed-forward width in the EFT transformers."""
+    eft_dropout: float = 0.1
+    """Dropout in the EFT transformers."""
+    eft_samples: int = 20
+    """Depth samples per query ray."""
+    unet_channels: list[int] = field(default_factory=lambda: [256, 512, 1024, 1024])
+    """UNet block widths; attention at the last level and the middle."""
+    unet_layers_per_block: int = 2
+    """ResNet blocks per UNet level."""
+    unet_norm_groups: int = 32
+    """GroupNorm groups in the UNet (must divide every width)."""
+    unet_head_dim: int = 64
+    """Attention head width in the UNet."""
+
+
+@dataclass
+class TrainVLDMConfig:
+    """Configuration of ``sparsefusion train-vldm``."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(subset="fewview_train", split="train"))
+    """Training sequences (SparseFusion: fewview_train / train, sequences with > 10 frames)."""
+    model: VLDMModelConfig = field(default_factory=VLDMModelConfig)
+    """Model sizes."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=5e-5))
+    """Optimisation, checkpoints, logging."""
+    contexts_min: int = 2
+    """Fewest context views per example."""
+    contexts_max: int = 5
+    """Most context views per example."""
+    min_frames: int = 11
+    """Sequences with fewer frames are not used (SparseFusion: more than 10)."""
+    frames_per_sample: int = 20
+    """Random frames of a sequence an example draws its views from."""
+    diffusion_repeats: int = 12
+    """The query latent is repeated this many times with independent t and noise."""
+    cond_drop: float = 0.1
+    """Probability of zeroing the conditioning (enables classifier-free guidance)."""
+    huber_delta: float = 0.1
+    """Pseudo-Huber scale of the EFT RGB loss."""
+    cache: bool = True
+    """Load all training frames into memory once (small datasets, CPU training)."""
+    out: str | None = None
+    """Output folder (default outputs/train-vldm/<category>)."""
+
+
+def build_pipeline(cfg: TrainVLDMConfig):
+    """A fresh VLDMPipeline of the configured sizes around the frozen VAE."""
+    from vldm.autoencoder import load_vae
+    from vldm.diffusion import make_scheduler, make_unet
+    from vldm.eft import EpipolarFeatureTransformer
+    from vldm.pipeline import VLDMPipeline
+
+    m = cfg.model
+    vae = load_vae(m.vae)
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    size = cfg.data.image_size
+    if size is None or size % factor:
+        raise UserError(f"data.image_size must be set and divisible by the VAE factor {factor} (got {size})")
+    eft = EpipolarFeatureTransformer(d_model=m.d_model, n_layers=m.eft_layers, n_heads=m.eft_heads,
+                                     ffn_dim=m.eft_ffn, dropout=m.eft_dropout, n_samples=m.eft_samples)
+    if m.backbone_weights:
+        from scenes.backbone import PixelFeatureEncoder
+
+        eft.encoder = PixelFeatureEncoder("resnet18", m.backbone_weights)
+    else:
+        print("EFT backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
+    unet = make_unet(size // factor, vae.config.latent_channels, m.d_model, tuple(m.unet_channels),
+                     m.unet_layers_per_block, m.unet_norm_groups, m.unet_head_dim)
+    vae.requires_grad_(False).eval()
+    return VLDMPipeline(eft, vae, unet, make_scheduler())
+
+
+def make_step(pipe, cfg: TrainVLDMConfig):
+    """The per-example loss: diffusion on the query latent + pseudo-Huber on the EFT RGB."""
+    from vldm.autoencoder import encode
+    from vldm.diffusion import diffusion_loss, valid_to_latent
+
+    size = pipe.latent_size(cameras_of_size(cfg.data.image_size))
+    vae, scheduler = pipe.vae, pipe.scheduler
+
+    def step(models, batch, step_index):
+        eft, unet = models["eft"], models["unet"]
+        dev = batch["query_image"].device
+        if next(vae.parameters()).device != dev:
+            vae.to(dev)
+        ctx, query = cameras_of(batch, "context").to(dev), cameras_of(batch, "query").to(dev)
+        out = eft(batch["context_images"], ctx, query, size)
+        with torch.no_grad():
+            latents = encode(vae, batch["query_image"])
+        valid = valid_to_latent(batch["query_valid"], size)
+        d_loss = diffusion_loss(unet, scheduler, latents, out.features, valid, cfg.diffusion_repeats, cfg.cond_drop)
+        target = F.interpolate(batch["query_image"], size=size, mode="area")
+        rgb_loss = pseudo_huber(out.rgb, target, cfg.huber_delta, valid)
+        return {"loss": d_loss + rgb_loss, "diffusion": d_loss.detach(), "rgb": rgb_loss.detach()}
+
+    return step
+
+
+def cameras_of_size(size: int):
+    """A placeholder camera of a square image size (for latent-size arithmetic)."""
+    from scenes.cameras import Cameras
+
+    eye = torch.eye(3)[None]
+    return Cameras(eye, torch.zeros(1, 3), eye.clone(), size, size)
+
+
+def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
+    """Periodic sample grids: per row context views, ground truth, EFT RGB, a 25-step DDIM sample."""
+
+    def sample(models, step_index):
+        rows = []
+        for i in range(n):
+            ex = dataset.example(i, epoch=0)
+            ctx, query = cameras_of(ex, "context"), cameras_of(ex, "query")
+            pipe.eft, pipe.unet = models["eft"], models["unet"]
+            res = pipe(ex["context_images"], ctx, query, num_inference_steps=25,
+                       generator=torch.Generator(pipe.unet.device).manual_seed(0))
+            tiles = [*ex["context_images"][:2].cpu(), ex["query_image"][0].cpu(), res.eft_rgb[0].cpu(), res.images[0].cpu()]
+            rows.append(torch.cat(tiles, dim=2))
+        grid = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
+        write_image(out / "samples" / f"step-{step_index:07d}.png", grid)
+
+    return sample
+
+
+def run(cfg: TrainVLDMConfig) -> dict:
+    """Train, checkpoint, and save the final pipeline under ``model/``."""
+    out = output_dir("train-vldm", cfg.out, cfg.data.category)
+    save_config(cfg, out)
+    pipe = build_pipeline(cfg)
+    ds = CO3DDataset(cfg.data.root, cfg.data.category)
+    views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
+                       frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
+                       cache=cfg.cache, seed=cfg.train.seed)
+    trainer = Trainer(cfg.train, {"eft": pipe.eft, "unet": pipe.unet}, out)
+
+    def final(models, ema_models, folder):
+        best = ema_models or models
+        pipe.eft, pipe.unet = best["eft"], best["unet"]
+        pipe.save_pretrained(Path(folder) / "model")
+
+    sampler = make_sampler(pipe, views, out) if cfg.train.sample_every else None
+    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    print(f"model in {out / 'model'}")
+    return result
