@@ -49,13 +49,20 @@ def register(name: str):
     return wrap
 
 
+def _load_plugins() -> None:
+    """Import the modules that register the learned methods (lazily: they pull in diffusers)."""
+    from . import vldm_methods  # noqa: F401
+
+
 def available_methods() -> list[str]:
     """Names of all registered methods."""
+    _load_plugins()
     return sorted(_REGISTRY)
 
 
 def build_method(name: str, context: MethodContext) -> Method:
     """Instantiate a registered method; an unknown name is a UserError listing the known ones."""
+    _load_plugins()
     if name not in _REGISTRY:
         raise UserError(f"unknown method {name!r} (available: {', '.join(available_methods())})")
     return _REGISTRY[name](context)

@@ -59,3 +59,14 @@ def write_sphere_dataset(root, category="toys", n_seq=3, n_frames=12, height=48,
     write_category(root, category, seqs,
                    {"fewview_dev": {"train": names[:1], "test": names}}, intrinsics_format)
     return cams_out
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny test models gain nothing from threads and lose a lot when another process shares the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,5 +26,9 @@ def load_vldm(folder: str | Path | None = None, device: torch.device | str = "cp
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load the VLDM at {folder}: {first[:300]}") from None
+    expected = pipe.vae.config.latent_channels + pipe.eft.config.d_model
+    if pipe.unet.config.in_channels != expected:
+        raise UserError(f"the VLDM at {folder} mixes presets: its UNet takes {pipe.unet.config.in_channels} input "
+                        f"channels but its VAE and EFT give {expected}")
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)

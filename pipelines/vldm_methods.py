@@ -1,0 +1,74 @@
+"""Stage-1 methods in the evaluation harness: ``eft`` (the EFT's RGB head) and ``vldm`` (one sample per target)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scenes.cameras import Cameras
+from scenes.co3d import Views
+
+from .methods import MethodContext, register
+
+
+class _VLDMMethod:
+    """Shared loading and resolution handling: inputs are resized to the model's image size."""
+
+    name = "vldm"
+
+    def __init__(self, context: MethodContext, steps: int = 25, sampler: str = "ddim", guidance: float = 1.0):
+        from vldm.load import load_vldm
+
+        self.pipe = load_vldm(context.checkpoint, context.device)
+        self.device = context.device
+        self.seed = context.seed
+        self.steps, self.sampler, self.guidance = steps, sampler, guidance
+        self.size = self.pipe.unet.config.sample_size * self.pipe.vae_factor
+
+    def _model_inputs(self, inputs: Views, targets: Cameras) -> tuple[Tensor, Cameras, Cameras]:
+        s = self.size
+        images = inputs.images
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return images.to(self.device), inputs.cameras.resize(s, s), targets.resize(s, s)
+
+    @staticmethod
+    def _to_targets(images: Tensor, targets: Cameras) -> Tensor:
+        if images.shape[-2:] != (targets.height, targets.width):
+            images = F.interpolate(images, size=(targets.height, targets.width), mode="bilinear", align_corners=False)
+        return images.clamp(0, 1)
+
+
+class EFTMethod(_VLDMMethod):
+    """The EFT's RGB head at the latent resolution, upsampled bilinearly (deterministic)."""
+
+    name = "eft"
+
+    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+        images, ctx, tgt = self._model_inputs(inputs, targets)
+        _, rgb = self.pipe.condition(images, ctx, tgt)
+        return self._to_targets(rgb.float(), targets)
+
+
+class VLDMSampleMethod(_VLDMMethod):
+    """One DDIM sample per target view, conditioned on the inputs (not 3D-consistent)."""
+
+    name = "vldm"
+
+    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+        images, ctx, tgt = self._model_inputs(inputs, targets)
+        g = torch.Generator(self.device).manual_seed(self.seed)
+        out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, sampler=self.sampler,
+                        guidance_scale=self.guidance, generator=g)
+        return self._to_targets(out.images, targets)
+
+
+@register("eft")
+def _eft(context: MethodContext) -> EFTMethod:
+    return EFTMethod(context)
+
+
+@register("vldm")
+def _vldm(context: MethodContext) -> VLDMSampleMethod:
+    return VLDMSampleMethod(context)

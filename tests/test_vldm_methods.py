@@ -1,0 +1,48 @@
+"""The ``eft`` and ``vldm`` methods in the evaluation harness, and loading errors."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import write_sphere_dataset
+from pipelines.cli import main
+from test_eft import TINY
+from test_vldm import tiny_pipeline
+from vldm.eft import EpipolarFeatureTransformer
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vldm")
+    tiny_pipeline().save_pretrained(folder / "model")
+    root = tmp_path_factory.mktemp("data")
+    write_sphere_dataset(root, n_seq=2, n_frames=6)
+    return folder, root
+
+
+def _evaluate(method, folder, root, out):
+    return main(["evaluate", "--method", method, "--checkpoint", str(folder), "--data", str(root),
+                 "--category", "toys", "--views", "2", "--image-size", "32", "--out", str(out)])
+
+
+@pytest.mark.parametrize("method", ["eft", "vldm"])
+def test_methods_run_in_the_harness(model_and_data, tmp_path, method):
+    folder, root = model_and_data
+    assert _evaluate(method, folder, root, tmp_path / method) == 0
+    m = json.loads((tmp_path / method / "metrics.json").read_text())
+    assert m["scenes"] == 2 and 0 < m["mean"]["psnr"] < 60
+    assert len(list((tmp_path / method / "views" / "seq_0").glob("*.png"))) == 4
+
+
+def test_missing_and_mixed_checkpoints_are_clear_errors(model_and_data, tmp_path, capsys):
+    folder, root = model_and_data
+    assert _evaluate("eft", tmp_path / "nothing", root, tmp_path / "o") == 2
+    assert "no VLDM model" in capsys.readouterr().err
+    mixed = tmp_path / "mixed"
+    shutil.copytree(folder, mixed)
+    shutil.rmtree(mixed / "model" / "eft")
+    EpipolarFeatureTransformer(**{**TINY, "d_model": 24}).save_pretrained(mixed / "model" / "eft")
+    assert _evaluate("eft", mixed, root, tmp_path / "o2") == 2
+    err = capsys.readouterr().err
+    assert "mixes presets" in err and len([l for l in err.splitlines() if l.startswith("sparsefusion")]) == 1
