@@ -108,8 +108,19 @@ def _train_vldm_cmd() -> Command:
     )
 
 
+def _figure_cmd() -> Command:
+    from . import figures
+
+    return Command(
+        "figure", "draw an image grid of what a model does (e.g. inputs, truth, EFT, VLDM samples)",
+        lambda: figures.FigureConfig, figures.run,
+        {"kind": ("kind", str, "vldm-samples"), **DATA_FLAGS,
+         "checkpoint": ("checkpoint", str, "model folder"), "out": ("out", str, "output PNG")},
+    )
+
+
 COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd,
-                                    _train_vae_cmd, _train_vldm_cmd)}
+                                    _train_vae_cmd, _train_vldm_cmd, _figure_cmd)}
 
 
 def _print_result(fn):

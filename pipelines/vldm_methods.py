@@ -45,6 +45,7 @@ class EFTMethod(_VLDMMethod):
 
     name = "eft"
 
+    @torch.no_grad()
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         _, rgb = self.pipe.condition(images, ctx, tgt)
@@ -56,6 +57,7 @@ class VLDMSampleMethod(_VLDMMethod):
 
     name = "vldm"
 
+    @torch.no_grad()
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)

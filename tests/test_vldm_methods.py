@@ -46,3 +46,15 @@ def test_missing_and_mixed_checkpoints_are_clear_errors(model_and_data, tmp_path
     assert _evaluate("eft", mixed, root, tmp_path / "o2") == 2
     err = capsys.readouterr().err
     assert "mixes presets" in err and len([l for l in err.splitlines() if l.startswith("sparsefusion")]) == 1
+
+
+def test_vldm_samples_figure(model_and_data, tmp_path):
+    folder, root = model_and_data
+    out = tmp_path / "grid.png"
+    assert main(["figure", "--checkpoint", str(folder), "--data", str(root), "--category", "toys",
+                 "--image-size", "32", "--max-scenes", "2", "--out", str(out), "steps=2", "scale=1"]) == 0
+    from scenes.io import read_image
+
+    img = read_image(out)
+    # 2 rows, 2 inputs + truth + EFT + 3 samples = 7 columns of 32² tiles with 2 px gutters
+    assert img.shape == (2 * 34 + 2, 7 * 34 + 2, 3)
