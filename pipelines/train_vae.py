@@ -10,6 +10,7 @@ under ``model/`` (safetensors), and the reconstruction PSNR on validation frames
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,10 @@ def save_model(vae, folder: Path) -> None:
     tmp = folder.with_name(f".{folder.name}.incomplete")
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp, safe_serialization=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in tmp.iterdir():  # safetensors are written 0600; give them the usual mode
+        os.chmod(f, 0o666 & ~umask)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

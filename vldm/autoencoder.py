@@ -43,7 +43,9 @@ def load_vae(path: str | Path, dtype: torch.dtype | None = torch.float32) -> Aut
     if not path.exists():
         raise UserError(f"VAE not found: {path} ({EXPECTED})")
     vae = _load_folder(path) if path.is_dir() else _load_file(path)
-    return (vae if dtype is None else vae.to(dtype)).eval()
+    if dtype is not None and vae.dtype != dtype:
+        vae = vae.to(dtype)
+    return vae.eval()
 
 
 def _load_folder(path: Path) -> AutoencoderKL:
