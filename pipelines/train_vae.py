@@ -10,7 +10,6 @@ under ``model/`` (safetensors), and the reconstruction PSNR on validation frames
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from torch import nn
 
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
-from scenes.io import write_json
+from scenes.io import set_usual_mode, write_json
 
 from .config import save_config
 from .evaluate import DataConfig
@@ -142,10 +141,8 @@ def save_model(vae, folder: Path) -> None:
     tmp = folder.with_name(f".{folder.name}.incomplete")
     shutil.rmtree(tmp, ignore_errors=True)
     vae.save_pretrained(tmp, safe_serialization=True)
-    umask = os.umask(0)
-    os.umask(umask)
-    for f in tmp.iterdir():  # safetensors are written 0600; give them the usual mode
-        os.chmod(f, 0o666 & ~umask)
+    for f in tmp.iterdir():  # safetensors files are written 0600
+        set_usual_mode(f)
     if folder.exists():
         shutil.rmtree(folder)
     tmp.rename(folder)

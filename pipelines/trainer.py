@@ -150,6 +150,7 @@ class Trainer:
 
             self.ema = {n: EMAModel(self.unwrapped[n].parameters(), decay=cfg.ema_decay) for n in trainable}
         self.step = 0
+        self.saved_step = None  # step of the newest checkpoint this trainer wrote or resumed from
         self.seconds_before = 0.0
 
     # ------------------------------------------------------------------ properties
@@ -229,7 +230,7 @@ class Trainer:
         finally:
             bar.close()
         seconds = time.perf_counter() - t_start
-        if not complete_checkpoints(self.out) or complete_checkpoints(self.out)[-1].name != f"checkpoint-{self.step}":
+        if self.saved_step != self.step:
             self.save_checkpoint(seconds)
         acc.wait_for_everyone()
         if self.is_main and final_fn is not None:
@@ -314,6 +315,7 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
+        acc.wait_for_everyone()  # every process's random state is written before the rename
         if self.is_main:
             from safetensors.torch import save_file
 
@@ -330,6 +332,7 @@ class Trainer:
             for old in complete_checkpoints(self.out)[: -self.cfg.keep_last]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
+        self.saved_step = self.step
         return final
 
     def _resume(self) -> int:
@@ -363,6 +366,7 @@ class Trainer:
             raise UserError(f"cannot resume from {path} (different model or settings?): {first}") from None
         self._load_ema(path, state.get("ema", {}))
         self.step, self.seconds_before = int(state["step"]), float(state.get("seconds", 0.0))
+        self.saved_step = self.step
         if self.is_main:
             print(f"resumed from {path} at step {self.step}")
         return self.step

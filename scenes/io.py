@@ -20,6 +20,11 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def set_usual_mode(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open()`` would (0666 minus the umask), e.g. after mkstemp."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -33,7 +38,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; final files get the usual mode
+        set_usual_mode(tmp)  # mkstemp makes 0600
         os.replace(tmp, path)
     finally:
         if tmp.exists():
