@@ -13,15 +13,6 @@ from pipelines.cli import main
 pytest.importorskip("pybullet")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from threads, and lose a lot when another process shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     from scenes.synthetic import generate
