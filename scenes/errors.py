@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class UnreadableImage(UserError):
     """An image or mask file that is missing or cannot be decoded (training skips and counts these)."""
+
+
+class CheckpointMissing(UserError):
+    """A model folder that does not exist (comparisons skip the method and say why)."""

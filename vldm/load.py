@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from scenes.errors import UserError
+from scenes.errors import CheckpointMissing, UserError
 
 from .pipeline import VLDMPipeline
 
@@ -19,7 +19,7 @@ def load_vldm(folder: str | Path | None = None, device: torch.device | str = "cp
     if (folder / "model" / "model_index.json").is_file():
         folder = folder / "model"
     if not (folder / "model_index.json").is_file():
-        raise UserError(f"no VLDM model at {folder} (expected model_index.json; train one with "
+        raise CheckpointMissing(f"no VLDM model at {folder} (expected model_index.json; train one with "
                         "`sparsefusion train-vldm` or pass --checkpoint DIR)")
     try:
         pipe = VLDMPipeline.from_pretrained(folder)
