@@ -1,0 +1,128 @@
+"""Multiresolution hash encoding (Instant-NGP), pure PyTorch, with a tiny-cuda-nn twin on CUDA.
+
+Level l has resolution N_l = ⌊N_min · b^l⌋, b = exp((ln N_max − ln N_min) / (L − 1)). A point
+x ∈ [0, 1]³ is scaled to x·N_l; the 8 surrounding grid vertices are looked up in the level's
+table (directly indexed when (N_l + 1)³ fits in it, else spatially hashed with the primes
+1, 2654435761, 805459861 and XOR) and trilinearly interpolated. Gradients flow to the tables
+(and to x).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+@dataclass(frozen=True)
+class HashGridConfig:
+    """Sizes of a hash grid (paper preset: 16 levels × 2 features, 2^16 entries, base 16)."""
+
+    n_levels: int = 16
+    features_per_level: int = 2
+    log2_table_size: int = 16
+    base_resolution: int = 16
+    finest_resolution: int = 2048
+
+    @property
+    def growth(self) -> float:
+        """Per-level scale b."""
+        if self.n_levels == 1:
+            return 1.0
+        return math.exp((math.log(self.finest_resolution) - math.log(self.base_resolution)) / (self.n_levels - 1))
+
+    def resolutions(self) -> list[int]:
+        """N_l for every level."""
+        return [int(math.floor(self.base_resolution * self.growth**lvl)) for lvl in range(self.n_levels)]
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_levels * self.features_per_level
+
+
+def vertex_index(corner: Tensor, resolution: int, table_size: int) -> Tensor:
+    """Table index of integer grid vertices (..., 3): dense when the level fits, else hashed."""
+    if (resolution + 1) ** 3 <= table_size:
+        stride = resolution + 1
+        return corner[..., 0] + corner[..., 1] * stride + corner[..., 2] * stride * stride
+    h = corner[..., 0] * PRIMES[0]
+    h = h ^ (corner[..., 1] * PRIMES[1])
+    h = h ^ (corner[..., 2] * PRIMES[2])
+    return h % table_size
+
+
+_OFFSETS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)])  # (8, 3) corner offsets
+
+
+class TorchHashGrid(nn.Module):
+    """Hash encoding of points (P, 3) in [0, 1]³ -> features (P, L·F), any device."""
+
+    def __init__(self, config: HashGridConfig = HashGridConfig(), init_scale: float = 1e-4):
+        super().__init__()
+        self.config = config
+        T = 2**config.log2_table_size
+        self.res = config.resolutions()
+        self.sizes = [min(T, (r + 1) ** 3) for r in self.res]
+        self.tables = nn.Parameter(
+            (torch.rand(sum(self.sizes), config.features_per_level) * 2 - 1) * init_scale)
+        self.register_buffer("offsets", torch.tensor([0] + self.sizes).cumsum(0)[:-1], persistent=False)
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x.clamp(0.0, 1.0)
+        T = 2**self.config.log2_table_size
+        corners_off = _OFFSETS.to(x.device)
+        feats = []
+        for lvl, res in enumerate(self.res):
+            pos = x * res
+            base = pos.floor().long().clamp(0, res - 1)  # (P, 3)
+            frac = pos - base  # (P, 3) in [0, 1]
+            corner = base[:, None, :] + corners_off[None]  # (P, 8, 3)
+            idx = vertex_index(corner, res, T) + self.offsets[lvl]
+            w = torch.where(corners_off[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # (P, 8)
+            feats.append((self.tables[idx] * w[..., None]).sum(1))  # (P, F)
+        return torch.cat(feats, dim=-1)
+
+
+def tcnn_available() -> bool:
+    """Whether tiny-cuda-nn is importable and CUDA is present."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import tinycudann  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class TcnnHashGrid(nn.Module):
+    """The same structure through tiny-cuda-nn (CUDA only; fp16 tables, fused kernels).
+
+    tiny-cuda-nn aligns vertices as x·(N_min·b^l − 1) + 0.5, so its tables are not
+    interchangeable with :class:`TorchHashGrid`'s; fields are trained with one backend.
+    """
+
+    def __init__(self, config: HashGridConfig = HashGridConfig()):
+        super().__init__()
+        import tinycudann as tcnn
+
+        self.config = config
+        self.encoding = tcnn.Encoding(3, {
+            "otype": "HashGrid", "n_levels": config.n_levels, "n_features_per_level": config.features_per_level,
+            "log2_hashmap_size": config.log2_table_size, "base_resolution": config.base_resolution,
+            "per_level_scale": config.growth,
+        })
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.output_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.encoding(x.clamp(0.0, 1.0)).float()
