@@ -124,8 +124,17 @@ def _figure_cmd() -> Command:
     )
 
 
+def _bench_cmd() -> Command:
+    from . import bench
+
+    return Command("bench", "time the toolkit's hot paths (medians of repeated runs, JSON)",
+                   lambda: bench.BenchConfig, bench.run,
+                   {"checkpoint": ("checkpoint", str, "VLDM folder"), "out": ("out", str, "output JSON"),
+                    "device": ("device", str, "cpu, cuda, auto")})
+
+
 COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd,
-                                    _train_vae_cmd, _train_vldm_cmd, _figure_cmd)}
+                                    _train_vae_cmd, _train_vldm_cmd, _figure_cmd, _bench_cmd)}
 
 
 def _print_result(fn):

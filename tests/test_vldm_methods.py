@@ -58,3 +58,13 @@ def test_vldm_samples_figure(model_and_data, tmp_path):
     img = read_image(out)
     # 2 rows, 2 inputs + truth + EFT + 3 samples = 7 columns of 32² tiles with 2 px gutters
     assert img.shape == (2 * 34 + 2, 7 * 34 + 2, 3)
+
+
+def test_bench_writes_medians(model_and_data, tmp_path):
+    folder, _ = model_and_data
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--checkpoint", str(folder), "--out", str(out), "repeats=1", "steps=2",
+                 "figures=[vldm_sampling,eft,vldm_train_step]"]) == 0
+    r = json.loads(out.read_text())
+    assert r["vldm_sampling_s_per_view"] > 0 and r["eft_s_per_view"] > 0 and r["vldm_train_images_per_s"] > 0
+    assert r["machine"]["cpus"] >= 1 and r["image_size"] == 16

@@ -1,0 +1,134 @@
+"""``sparsefusion bench``: medians of repeated timings, with the machine, as JSON.
+
+Figures so far: VLDM sampling seconds per view (DDIM), EFT seconds per view, VLDM training
+images/s (forward + backward of EFT and UNet on one example), field forward+backward samples/s,
+rendered rays/s. Each is the median of ``repeats`` runs after one warm-up.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from scenes.cameras import intrinsics_from_fov, look_at
+from scenes.io import write_json
+
+from .runtime import machine_info, resolve_device
+
+
+@dataclass
+class BenchConfig:
+    """Configuration of ``sparsefusion bench``."""
+
+    checkpoint: str | None = None
+    """VLDM folder (default: the shipped demo model)."""
+    figures: list[str] = field(default_factory=lambda: ["vldm_sampling", "eft", "vldm_train_step", "field", "render"])
+    """Which figures to measure."""
+    repeats: int = 5
+    """Timed runs per figure (after one warm-up); the median is reported."""
+    views: int = 2
+    """Context views."""
+    steps: int = 25
+    """DDIM steps per VLDM sample."""
+    device: str = "auto"
+    """cpu, cuda or auto."""
+    out: str = "outputs/bench/bench.json"
+    """Output JSON."""
+
+
+def median_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` runs after one warm-up (CUDA synchronised)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _ring(n: int, size: int, device):
+    a = torch.arange(n, dtype=torch.float32) * 6.2831853 / n
+    eye = 3.0 * torch.stack([a.cos() * 0.9, a.sin() * 0.9, torch.full_like(a, 0.42)], -1)
+    cams = look_at(eye, torch.zeros(3), torch.tensor([0.0, 0, 1]), intrinsics_from_fov(42.0, size, size), size, size)
+    return cams.to(device)
+
+
+def _vldm_figures(cfg: BenchConfig, device, results: dict) -> None:
+    from vldm.autoencoder import encode
+    from vldm.diffusion import diffusion_loss
+    from vldm.load import load_vldm
+
+    pipe = load_vldm(cfg.checkpoint, device)
+    size = pipe.unet.config.sample_size * pipe.vae_factor
+    cams = _ring(cfg.views + 1, size, device)
+    ctx, query = cams[list(range(cfg.views))], cams[[cfg.views]]
+    imgs = torch.rand(cfg.views, 3, size, size, device=device)
+    results["image_size"] = size
+    if "vldm_sampling" in cfg.figures:
+        g = torch.Generator(device).manual_seed(0)
+        results["vldm_sampling_s_per_view"] = median_seconds(
+            lambda: pipe(imgs, ctx, query, num_inference_steps=cfg.steps, generator=g), cfg.repeats)
+        results["vldm_sampling_steps"] = cfg.steps
+    if "eft" in cfg.figures:
+        with torch.no_grad():
+            results["eft_s_per_view"] = median_seconds(lambda: pipe.condition(imgs, ctx, query), cfg.repeats)
+    if "vldm_train_step" in cfg.figures:
+        pipe.eft.train(), pipe.unet.train()
+        params = list(pipe.eft.parameters()) + list(pipe.unet.parameters())
+        size_lat = pipe.latent_size(query)
+
+        def step():
+            out = pipe.eft(imgs, ctx, query, size_lat)
+            with torch.no_grad():
+                lat = encode(pipe.vae, imgs[:1])
+            loss = diffusion_loss(pipe.unet, pipe.scheduler, lat, out.features, None, 12, 0.1) + out.rgb.mean()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            del grads
+
+        results["vldm_train_images_per_s"] = 1.0 / median_seconds(step, cfg.repeats)
+        pipe.eft.eval(), pipe.unet.eval()
+
+
+def _field_figures(cfg: BenchConfig, device, results: dict) -> None:
+    from distill.field import InstanceField
+    from scenes.render import render_rays
+
+    f = InstanceField(backend="auto").to(device)
+    pts = (torch.rand(2**16, 3, device=device) * 2 - 1)
+    if "field" in cfg.figures:
+        def fwd_bwd():
+            rgb, sigma = f(pts)
+            (rgb.sum() + sigma.sum()).backward()
+
+        results["field_fwd_bwd_samples_per_s"] = pts.shape[0] / median_seconds(fwd_bwd, cfg.repeats)
+    if "render" in cfg.figures:
+        o = torch.tensor([[0.0, 0.0, -3.0]], device=device).expand(4096, -1)
+        d = torch.nn.functional.normalize(torch.randn(4096, 3, device=device) * 0.1 + torch.tensor([0.0, 0, 1], device=device), dim=-1)
+        with torch.no_grad():
+            results["render_rays_per_s_64+32"] = 4096 / median_seconds(lambda: render_rays(f, o, d, 64, 32), cfg.repeats)
+
+
+def run(cfg: BenchConfig) -> dict:
+    """Measure the chosen figures and write the JSON."""
+    device = resolve_device(cfg.device)
+    results: dict = {"machine": machine_info(), "device": str(device), "repeats": cfg.repeats,
+                     "checkpoint": cfg.checkpoint or "shipped demo"}
+    if {"vldm_sampling", "eft", "vldm_train_step"} & set(cfg.figures):
+        _vldm_figures(cfg, device, results)
+    if {"field", "render"} & set(cfg.figures):
+        _field_figures(cfg, device, results)
+    write_json(cfg.out, results)
+    for k, v in results.items():
+        if k != "machine":
+            print(f"{k:>32s}: {v:.4g}" if isinstance(v, float) else f"{k:>32s}: {v}")
+    print(f"results in {cfg.out}")
+    return results
