@@ -115,3 +115,32 @@ def sample_latents(unet: UNet2DModel, sampler, cond: Tensor, latent_channels: in
 def valid_to_latent(valid: Tensor, size: tuple[int, int], threshold: float = 0.6) -> Tensor:
     """Valid-region mask (B, 1, H, W) -> latent resolution, thresholded (SparseFusion: 0.6)."""
     return (F.interpolate(valid.float(), size=size, mode="area") > threshold).float()
+
+
+def timestep_index(t: Tensor, num_train_timesteps: int) -> Tensor:
+    """Continuous noise levels t ∈ [0, 1] (B,) -> discrete training timesteps (B,)."""
+    return (t * (num_train_timesteps - 1)).round().long().clamp(0, num_train_timesteps - 1)
+
+
+@torch.no_grad()
+def denoise_from(unet: UNet2DModel, alphas_cumprod: Tensor, x_t: Tensor, t_index: Tensor, cond: Tensor,
+                 steps: int, guidance_scale: float = 1.0) -> Tensor:
+    """Deterministic DDIM from each sample's own timestep (B,) down to x̂0 in ``steps`` UNet calls.
+
+    Timesteps go linearly from t to 0; each step predicts x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t and
+    re-noises it to the next level with the same ε̂. Returns x̂0 (B, c, h, w).
+    """
+    a = alphas_cumprod.to(x_t.device, torch.float32)
+    fractions = torch.linspace(1.0, 0.0, steps + 1, device=x_t.device)
+    x = x_t
+    for k in range(steps):
+        t_now = (t_index.float() * fractions[k]).round().long()
+        t_next = (t_index.float() * fractions[k + 1]).round().long()
+        eps = guided_eps(unet, x, t_now, cond, guidance_scale).float()
+        a_now = a[t_now][:, None, None, None]
+        x0 = (x.float() - (1 - a_now).sqrt() * eps) / a_now.sqrt()
+        if k == steps - 1:
+            return x0.to(x_t.dtype)
+        a_next = a[t_next][:, None, None, None]
+        x = (a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps).to(x_t.dtype)
+    return x

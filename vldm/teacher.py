@@ -1,0 +1,60 @@
+"""The VLDM as a distillation teacher (implements ``distill.teacher.Teacher``).
+
+``prepare`` runs the EFT once per camera and caches its feature maps and RGB (SparseFusion
+caches them for all cameras up front); ``bootstrap`` returns the EFT RGB upsampled and its
+mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, runs ``steps`` DDIM steps
+of the UNet to x̂0 and decodes it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scenes.cameras import Cameras
+
+from .autoencoder import decode, encode
+from .diffusion import denoise_from, timestep_index
+from .pipeline import VLDMPipeline
+
+
+class VLDMTeacher:
+    """Denoised targets for renders at prepared cameras, conditioned on fixed context views."""
+
+    def __init__(self, pipe: VLDMPipeline, context_images: Tensor, context_cameras: Cameras,
+                 steps: int = 10, guidance_scale: float = 1.0):
+        if steps < 1:
+            raise ValueError("the teacher needs at least one denoising step")
+        self.pipe, self.steps, self.guidance_scale = pipe, steps, guidance_scale
+        self.context_images, self.context_cameras = context_images, context_cameras
+        self.unet_evaluations = 0
+        self.features: Tensor | None = None  # (N, C, h, w)
+        self.rgb: Tensor | None = None  # (N, 3, h, w)
+        self.size: tuple[int, int] = (0, 0)
+
+    @torch.no_grad()
+    def prepare(self, cameras: Cameras) -> None:
+        """Cache EFT features and RGB at every camera (cameras at the teacher's image size)."""
+        self.features, self.rgb = self.pipe.condition(self.context_images, self.context_cameras, cameras)
+        self.size = (cameras.height, cameras.width)
+
+    def bootstrap(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """EFT RGB (B, 3, H, W) upsampled to the image size, and its mask mean(RGB) > 0.1 (B, 1, H, W)."""
+        rgb = F.interpolate(self.rgb[index].float(), size=self.size, mode="bilinear", align_corners=False)
+        return rgb, (rgb.mean(1, keepdim=True) > 0.1).float()
+
+    @torch.no_grad()
+    def denoise(self, images: Tensor, index: Tensor, t: Tensor,
+                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """x̂0 images (B, 3, H, W) for renders noised to t (B,), and the weights 1 − ᾱ_t (B,)."""
+        pipe = self.pipe
+        z0 = encode(pipe.vae, images.detach().to(pipe.vae.dtype))
+        t_idx = timestep_index(t.to(z0.device), pipe.scheduler.config.num_train_timesteps)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        z_t = pipe.scheduler.add_noise(z0, noise, t_idx)
+        cond = self.features[index].to(z0.dtype)
+        x0 = denoise_from(pipe.unet, pipe.scheduler.alphas_cumprod, z_t, t_idx, cond, self.steps, self.guidance_scale)
+        self.unet_evaluations += self.steps * images.shape[0] * (1 if self.guidance_scale == 1.0 else 2)
+        alpha = pipe.scheduler.alphas_cumprod.to(z0.device)[t_idx].float()
+        return decode(pipe.vae, x0).float(), 1.0 - alpha
