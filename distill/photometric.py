@@ -49,17 +49,23 @@ def field_parameter_groups(field: nn.Module, lr_grid: float, lr_mlp: float) -> l
             {"params": [p for p in field.parameters() if id(p) not in ids], "lr": lr_mlp}]
 
 
-@torch.no_grad()
-def render_views(field: nn.Module, cameras: Cameras, n_coarse: int = 64, n_fine: int = 32,
-                 chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
-    """RGB (N, 3, H, W), depth (N, 1, H, W) and opacity (N, 1, H, W) of full images, in ray chunks."""
+def render_images(field: nn.Module, cameras: Cameras, n_coarse: int = 64, n_fine: int = 32,
+                  chunk: int = 4096, stratified: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+    """RGB (N, 3, H, W), depth (N, 1, H, W) and opacity (N, 1, H, W) of full images (differentiable)."""
     o, d = cameras.rays()
     o, d = o.reshape(-1, 3).float(), d.reshape(-1, 3).float()
-    parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine)
+    parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, stratified=stratified)
              for i in range(0, o.shape[0], chunk)]
     N, H, W = len(cameras), cameras.height, cameras.width
     img = lambda key, c: torch.cat([getattr(p, key) for p in parts]).reshape(N, H, W, c).permute(0, 3, 1, 2)
     return img("rgb", 3), img("depth", 1), img("opacity", 1)
+
+
+@torch.no_grad()
+def render_views(field: nn.Module, cameras: Cameras, n_coarse: int = 64, n_fine: int = 32,
+                 chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`render_images` without gradients, deterministic samples (evaluation, exports)."""
+    return render_images(field, cameras, n_coarse, n_fine, chunk)
 
 
 def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = PhotometricConfig(),

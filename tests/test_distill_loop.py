@@ -1,0 +1,49 @@
+"""The distillation loop on a tiny scene: phases, target reuse, teacher cost, resumable state."""
+
+import torch
+
+from conftest import write_sphere_dataset
+from distill.encoding import HashGridConfig
+from distill.field import InstanceField
+from distill.loop import DistillConfig, DistillState, distill
+from scenes.co3d import CO3DDataset, CO3DOptions
+from scenes.normalize import circle_path
+from test_vldm import tiny_pipeline
+from vldm.teacher import VLDMTeacher
+
+GRID = HashGridConfig(n_levels=4, features_per_level=2, log2_table_size=10, base_resolution=4, finest_resolution=32)
+CFG = dict(n_coarse=8, n_fine=4, bootstrap_iters=2, lr_grid=1e-2, lr_mlp=1e-3)
+
+
+def _setup(tmp_path):
+    write_sphere_dataset(tmp_path, n_seq=1, n_frames=8)
+    ds = CO3DDataset(tmp_path, "toys")
+    views = ds.load(ds.sequences("fewview_dev", "test")[0], CO3DOptions(image_size=16))
+    inputs = views.select([0, 3])
+    cameras = circle_path(views.cameras, n=6)
+    teacher = VLDMTeacher(tiny_pipeline(), inputs.images, inputs.cameras, steps=2)
+    teacher.prepare(cameras)
+    torch.manual_seed(0)
+    return inputs, cameras, teacher, InstanceField(GRID, hidden=16, backend="torch")
+
+
+def test_phases_reuse_and_teacher_cost(tmp_path):
+    inputs, cameras, teacher, field = _setup(tmp_path)
+    before = field.encoding.tables.detach().clone()
+    seen = []
+    cfg = DistillConfig(iters=6, reuse_target=2, **CFG)
+    state = distill(field, inputs, cameras, teacher, cfg, progress=False,
+                    on_iteration=lambda s, logs: seen.append(logs))
+    assert state.iteration == 6 and len(seen) == 6
+    # 2 bootstrap iterations cost nothing; 4 diffusion iterations with reuse 2 denoise twice, 2 steps each
+    assert [s["unet_evaluations"] for s in seen] == [0, 0, 2, 2, 4, 4]
+    assert all(torch.isfinite(torch.tensor([s["input"], s["fusion"]])).all() for s in seen)
+    assert not torch.equal(before, field.encoding.tables)
+
+
+def test_runs_resume_from_their_state(tmp_path):
+    inputs, cameras, teacher, field = _setup(tmp_path)
+    cfg = DistillConfig(iters=3, **CFG)
+    state = distill(field, inputs, cameras, teacher, cfg, progress=False)
+    state = distill(field, inputs, cameras, teacher, DistillConfig(iters=5, **CFG), state=state, progress=False)
+    assert state.iteration == 5 and teacher.unet_evaluations == 2 * 3  # iterations 2, 3, 4 denoise
