@@ -83,6 +83,9 @@ class EvaluateConfig:
     """Reuse finished scenes found in the output folder."""
     save_images: bool = True
     """Keep every predicted view as PNG under views/<scene>/."""
+    shard: list[int] = field(default_factory=lambda: [0, 1])
+    """[i, n]: evaluate only scenes whose index is i mod n (parallel runs into one folder; a
+    final run with the default [0, 1] gathers every finished scene)."""
 
 
 def _scene_file(out: Path, name: str) -> Path:
@@ -103,9 +106,12 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     suite = MetricSuite(lpips_net=cfg.lpips_net, device=device, fid=cfg.fid)
     d = cfg.data
     seqs = eval_sequences(dataset, d.subset, d.split, d.max_scenes)
+    i, n = cfg.shard
+    if not 0 <= i < n:
+        raise UserError(f"shard={cfg.shard} must be [i, n] with 0 <= i < n")
     rows = []
-    for scene in tqdm(eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames), total=len(seqs),
-                      desc=f"evaluate {cfg.method}", unit="scene"):
+    scenes = (s for s in eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames, skip=lambda k: k % n != i))
+    for scene in tqdm(scenes, total=len(range(i, len(seqs), n)), desc=f"evaluate {cfg.method}", unit="scene"):
         if set(scene.inputs.frame_numbers) & set(scene.targets.frame_numbers):
             raise RuntimeError(f"inputs and targets overlap in {scene.name}")  # never happens
         gt = scene.targets

@@ -43,10 +43,15 @@ class EvalScene:
 
 def eval_scenes(
     dataset: CO3DDataset, sequences: list[Sequence], views: int, options: CO3DOptions,
-    n_eval: int = N_EVAL_FRAMES,
+    n_eval: int = N_EVAL_FRAMES, skip=None,
 ) -> Iterator[EvalScene]:
-    """Evaluation scenes of sequences in set-list order; scene index = position in that order."""
+    """Evaluation scenes of sequences in set-list order; scene index = position in that order.
+
+    ``skip(index)`` returning True leaves a scene out without loading it (sharding).
+    """
     for index, seq in enumerate(sequences):
+        if skip is not None and skip(index):
+            continue
         inputs, targets = eval_frame_indices(len(seq.frames), index, views, n_eval)
         loaded = dataset.load(seq, options, inputs + targets)
         yield EvalScene(index, seq.name, loaded.select(range(views)),
