@@ -23,7 +23,7 @@ class DemoConfig:
 
     root: str = "data/pybullet-objects"
     """Dataset root; the demo renders only the validation objects it uses."""
-    objects: str = "800-809"
+    objects: str = "800-804"
     """Validation objects rendered and evaluated (never 900-999)."""
     methods: list[str] = field(default_factory=lambda: ["nearest-view", "eft", "vldm"])
     """Methods compared (a learned method whose shipped model is missing is skipped, with the reason)."""
