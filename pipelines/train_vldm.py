@@ -117,7 +117,7 @@ def make_step(pipe, cfg: TrainVLDMConfig):
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss, valid_to_latent
 
-    size = pipe.latent_size(cameras_of_size(cfg.data.image_size))
+    size = (cfg.data.image_size // pipe.vae_factor,) * 2  # build_pipeline checked divisibility
     vae, scheduler = pipe.vae, pipe.scheduler
 
     def step(models, batch, step_index):
@@ -136,14 +136,6 @@ def make_step(pipe, cfg: TrainVLDMConfig):
         return {"loss": d_loss + rgb_loss, "diffusion": d_loss.detach(), "rgb": rgb_loss.detach()}
 
     return step
-
-
-def cameras_of_size(size: int):
-    """A placeholder camera of a square image size (for latent-size arithmetic)."""
-    from scenes.cameras import Cameras
-
-    eye = torch.eye(3)[None]
-    return Cameras(eye, torch.zeros(1, 3), eye.clone(), size, size)
 
 
 def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
