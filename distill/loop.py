@@ -27,7 +27,7 @@ from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.losses import pseudo_huber
 
-from .photometric import field_parameter_groups, render_images
+from .photometric import field_parameter_groups, reconstruction_loss, render_images
 from .teacher import Teacher
 
 Perceptual = Callable[[Tensor, Tensor], Tensor]  # images (B,3,H,W) in [0,1] -> (B,) distances
@@ -97,8 +97,7 @@ def input_view_loss(field: nn.Module, views: Views, i: int, cfg: DistillConfig) 
     size = (small.height, small.width)
     gt = F.interpolate(views.images[[i]], size=size, mode="area")
     mask = F.interpolate(views.masks[[i]], size=size, mode="area")
-    return (pseudo_huber(rgb, gt, cfg.huber_delta) + pseudo_huber(op, mask, cfg.huber_delta)
-            + cfg.opacity_weight * torch.sqrt(op**2 + 0.01).mean())
+    return reconstruction_loss(rgb, op, gt, mask, cfg.huber_delta, cfg.opacity_weight)
 
 
 def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, state: DistillState, cfg: DistillConfig,

@@ -41,6 +41,13 @@ class PhotometricConfig:
     """Weight of mean √(opacity² + 0.01)."""
 
 
+def reconstruction_loss(rgb: Tensor, opacity: Tensor, target: Tensor, mask: Tensor, delta: float,
+                        opacity_weight: float) -> Tensor:
+    """Pseudo-Huber RGB + pseudo-Huber silhouette + opacity_weight · mean √(opacity² + 0.01) (any shapes)."""
+    return (pseudo_huber(rgb, target, delta) + pseudo_huber(opacity, mask, delta)
+            + opacity_weight * torch.sqrt(opacity**2 + 0.01).mean())
+
+
 def field_parameter_groups(field: nn.Module, lr_grid: float, lr_mlp: float) -> list[dict]:
     """Adam groups: hash tables at ``lr_grid``, everything else at ``lr_mlp``."""
     grid = list(field.encoding.parameters())
@@ -82,9 +89,8 @@ def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = Pho
     for _ in tqdm(range(cfg.iters), desc="photometric fit", disable=not progress):
         pick = pool[torch.randint(len(pool), (cfg.rays,), generator=generator).to(dev)]
         out = render_rays(field, o[pick], d[pick], cfg.n_coarse, cfg.n_fine, stratified=True)
-        op = out.opacity[:, 0]
-        loss = (pseudo_huber(out.rgb, rgb[pick], cfg.huber_delta) + pseudo_huber(op, mask[pick], cfg.huber_delta)
-                + cfg.opacity_weight * torch.sqrt(op**2 + 0.01).mean())
+        loss = reconstruction_loss(out.rgb, out.opacity[:, 0], rgb[pick], mask[pick], cfg.huber_delta,
+                                   cfg.opacity_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

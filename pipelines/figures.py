@@ -67,8 +67,7 @@ def vldm_samples(cfg: FigureConfig) -> np.ndarray:
 
     device = resolve_device(cfg.device)
     eft = EFTMethod(MethodContext(device, cfg.checkpoint))
-    sampler = VLDMSampleMethod(MethodContext(device, cfg.checkpoint), steps=cfg.steps)
-    sampler.pipe = eft.pipe  # one model in memory
+    sampler = VLDMSampleMethod(MethodContext(device, cfg.checkpoint), steps=cfg.steps, pipe=eft.pipe)
     ds = CO3DDataset(cfg.data.root, cfg.data.category)
     d = cfg.data
     rows = []

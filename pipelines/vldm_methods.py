@@ -17,10 +17,11 @@ class _VLDMMethod:
 
     name = "vldm"
 
-    def __init__(self, context: MethodContext, steps: int = 25, sampler: str = "ddim", guidance: float = 1.0):
+    def __init__(self, context: MethodContext, steps: int = 25, sampler: str = "ddim", guidance: float = 1.0,
+                 pipe=None):
         from vldm.load import load_vldm
 
-        self.pipe = load_vldm(context.checkpoint, context.device)
+        self.pipe = pipe if pipe is not None else load_vldm(context.checkpoint, context.device)
         self.device = context.device
         self.seed = context.seed
         self.steps, self.sampler, self.guidance = steps, sampler, guidance
