@@ -55,7 +55,6 @@ def vertex_index(corner: Tensor, resolution: int, table_size: int) -> Tensor:
     return h % table_size
 
 
-_OFFSETS = torch.tensor([[i >> 2 & 1, i >> 1 & 1, i & 1] for i in range(8)])  # (8, 3) corner offsets
 
 
 class TorchHashGrid(nn.Module):
@@ -76,18 +75,30 @@ class TorchHashGrid(nn.Module):
         return self.config.output_dim
 
     def forward(self, x: Tensor) -> Tensor:
+        # Per level: the two vertex coordinates and weights per axis (P, 3, 2), combined by
+        # broadcasting into the 8 corners (P, 2, 2, 2): 4x fewer index and weight operations
+        # than building (P, 8, 3) corners; same values as vertex_index (tables are 2^k long).
         x = x.clamp(0.0, 1.0)
         T = 2**self.config.log2_table_size
-        corners_off = _OFFSETS.to(x.device)
+        P = x.shape[0]
         feats = []
         for lvl, res in enumerate(self.res):
             pos = x * res
-            base = pos.floor().long().clamp(0, res - 1)  # (P, 3)
+            base = pos.floor().clamp(0, res - 1)
             frac = pos - base  # (P, 3) in [0, 1]
-            corner = base[:, None, :] + corners_off[None]  # (P, 8, 3)
-            idx = vertex_index(corner, res, T) + self.offsets[lvl]
-            w = torch.where(corners_off[None].bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # (P, 8)
-            feats.append((self.tables[idx] * w[..., None]).sum(1))  # (P, F)
+            b = base.long()
+            c = torch.stack([b, b + 1], dim=-1)  # (P, 3, 2) vertex coordinates per axis
+            w = torch.stack([1 - frac, frac], dim=-1)  # (P, 3, 2) weights per axis
+            if (res + 1) ** 3 <= T:
+                s = res + 1
+                ix, iy, iz = c[:, 0], c[:, 1] * s, c[:, 2] * (s * s)
+                idx = ix[:, :, None, None] + iy[:, None, :, None] + iz[:, None, None, :]
+            else:
+                ix, iy, iz = c[:, 0] * PRIMES[0], c[:, 1] * PRIMES[1], c[:, 2] * PRIMES[2]
+                idx = (ix[:, :, None, None] ^ iy[:, None, :, None] ^ iz[:, None, None, :]) & (T - 1)
+            wc = w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]  # (P, 2, 2, 2)
+            f = self.tables.index_select(0, (idx.reshape(P, 8) + self.offsets[lvl]).reshape(-1))
+            feats.append((f.reshape(P, 8, -1) * wc.reshape(P, 8, 1)).sum(1))  # (P, F)
         return torch.cat(feats, dim=-1)
 
 

@@ -6,6 +6,8 @@ colour = sigmoid(h₁…₃). Points live in the normalised scene box [−h, h]�
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
@@ -65,7 +67,42 @@ class InstanceField(nn.Module):
         """The initial density bump at the centre, (P,)."""
         return self.blob_density * torch.exp(-(x**2).sum(-1) / (2 * self.blob_radius**2))
 
+    def _raw(self, x: Tensor) -> Tensor:
+        return self.mlp(self.encoding((x + self.half_size) / (2 * self.half_size)))  # (P, 4)
+
+    def density(self, x: Tensor) -> Tensor:
+        """Density (P,) at points (P, 3)."""
+        return trunc_exp(self._raw(x)[:, 0] + self.blob(x))
+
     def forward(self, x: Tensor, directions: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        h = self.mlp(self.encoding((x + self.half_size) / (2 * self.half_size)))
+        h = self._raw(x)
         sigma = trunc_exp(h[:, 0] + self.blob(x))
         return torch.sigmoid(h[:, 1:4]), sigma
+
+
+@dataclass
+class FieldConfig:
+    """Size and backend of an instance field (paper preset: 16 levels × 2, 2^16 entries, base 16)."""
+
+    backend: str = "auto"
+    """Hash-grid backend: torch (pure PyTorch), tcnn (tiny-cuda-nn, CUDA) or auto."""
+    n_levels: int = 16
+    """Hash-grid levels."""
+    features_per_level: int = 2
+    """Features per level."""
+    log2_table_size: int = 16
+    """log2 of the entries per level's table."""
+    base_resolution: int = 16
+    """Coarsest grid resolution over the scene box."""
+    finest_resolution: int = 3072
+    """Finest grid resolution over the scene box (≈ 2048 × box half-size)."""
+    hidden: int = 64
+    """MLP width."""
+    layers: int = 3
+    """MLP layers."""
+
+    def build(self) -> InstanceField:
+        """A freshly initialised field of this size."""
+        grid = HashGridConfig(self.n_levels, self.features_per_level, self.log2_table_size,
+                              self.base_resolution, self.finest_resolution)
+        return InstanceField(grid, self.hidden, self.layers, self.backend)

@@ -10,7 +10,8 @@ Each iteration:
    (1 − ᾱ_t)·L1(render, x̂0) + ``perceptual_weight``·perceptual(render, x̂0).
 
 ``reuse_target`` keeps a denoised target for several iterations (fewer teacher calls);
-``views_per_step`` renders several cameras per fusion step.
+``views_per_step`` renders several cameras per fusion step. ``mode=sds`` replaces the
+denoised-target regression by DreamFusion's score distillation (one UNet call per step).
 """
 
 from __future__ import annotations
@@ -27,40 +28,34 @@ from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.losses import pseudo_huber
 
-from .photometric import field_parameter_groups, reconstruction_loss, render_images
+from .photometric import FitConfig, make_optimizer, reconstruction_loss
+from .render import Sampler, render_images
+from .sampler import make_sampler
 from .teacher import Teacher
 
 Perceptual = Callable[[Tensor, Tensor], Tensor]  # images (B,3,H,W) in [0,1] -> (B,) distances
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(FitConfig):
     """The distillation schedule (paper preset: 3000 iterations, bootstrap for the first 1000)."""
 
+    mode: str = "multistep"
+    """multistep (SparseFusion: regress multi-step denoised targets) or sds (score distillation)."""
     iters: int = 3000
     """Iterations (each one input-view step and one fusion step)."""
     bootstrap_iters: int = 1000
     """Fusion steps regress the teacher's deterministic RGB up to this iteration."""
-    lr_grid: float = 5e-3
-    """Adam learning rate of the hash tables."""
-    lr_mlp: float = 5e-4
-    """Adam learning rate of the MLP."""
     render_scale: float = 0.5
     """Renders are made at this fraction of the image size and upsampled."""
-    n_coarse: int = 64
-    """Stratified samples per ray."""
-    n_fine: int = 64
-    """Importance samples per ray."""
     t_min: float = 0.02
     """Smallest noise level drawn for a fusion step."""
     t_max: float = 0.98
     """Largest noise level drawn for a fusion step."""
     perceptual_weight: float = 0.1
     """Weight of the perceptual (LPIPS-VGG) term; 0 or no perceptual metric switches it off."""
-    huber_delta: float = 0.1
-    """Pseudo-Huber scale."""
-    opacity_weight: float = 1e-3
-    """Weight of the opacity regulariser of the input-view step."""
+    sds_weight: float = 1.0
+    """mode=sds: scale of the score-distillation gradient."""
     reuse_target: int = 1
     """Use each denoised target for this many fusion steps (1: a fresh one every step)."""
     views_per_step: int = 1
@@ -78,42 +73,44 @@ class DistillState:
     target_age: int = 0
 
 
-def _render(field: nn.Module, cameras: Cameras, cfg: DistillConfig) -> tuple[Tensor, Tensor]:
-    """RGB (B, 3, H, W) and opacity (B, 1, H, W) at the cameras' full size, rendered at render_scale."""
-    small = cameras.scaled(cfg.render_scale) if cfg.render_scale != 1 else cameras
-    rgb, _, opacity = render_images(field, small, cfg.n_coarse, cfg.n_fine, stratified=True)
-    if small.height != cameras.height:
-        size = (cameras.height, cameras.width)
-        rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False)
-        opacity = F.interpolate(opacity, size=size, mode="bilinear", align_corners=False)
+def _render(field: nn.Module, cameras: Cameras, sampler: Sampler, scale: float) -> tuple[Tensor, Tensor]:
+    """RGB (B, 3, H, W) and opacity (B, 1, H, W) rendered at ``scale`` of the cameras' size (stratified)."""
+    small = cameras.scaled(scale) if scale != 1 else cameras
+    rgb, _, opacity = render_images(field, small, sampler, stratified=True)
     return rgb, opacity
 
 
-def input_view_loss(field: nn.Module, views: Views, i: int, cfg: DistillConfig) -> Tensor:
+def _upsample(x: Tensor, size: tuple[int, int]) -> Tensor:
+    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def input_view_loss(field: nn.Module, views: Views, i: int, sampler: Sampler, cfg: DistillConfig) -> Tensor:
     """Reconstruction loss of input view ``i`` (rendered at render_scale, compared at that size)."""
-    cam = views.cameras[[i]]
-    small = cam.scaled(cfg.render_scale) if cfg.render_scale != 1 else cam
-    rgb, _, op = render_images(field, small, cfg.n_coarse, cfg.n_fine, stratified=True)
-    size = (small.height, small.width)
-    gt = F.interpolate(views.images[[i]], size=size, mode="area")
-    mask = F.interpolate(views.masks[[i]], size=size, mode="area")
+    rgb, op = _render(field, views.cameras[[i]], sampler, cfg.render_scale)
+    size = tuple(rgb.shape[-2:])
+    gt = F.interpolate(views.images[[i]].to(rgb), size=size, mode="area")
+    mask = F.interpolate(views.masks[[i]].to(rgb), size=size, mode="area")
     return reconstruction_loss(rgb, op, gt, mask, cfg.huber_delta, cfg.opacity_weight)
 
 
-def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, state: DistillState, cfg: DistillConfig,
-                perceptual: Perceptual | None, generator: torch.Generator) -> Tensor:
-    """The fusion step's loss on random prepared cameras (bootstrap or denoised targets)."""
-    reuse = state.target is not None and state.target_age < cfg.reuse_target
+def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, sampler: Sampler, state: DistillState,
+                cfg: DistillConfig, perceptual: Perceptual | None, generator: torch.Generator) -> Tensor:
+    """The fusion step's loss on random prepared cameras (bootstrap, denoised targets, or SDS)."""
+    reuse = cfg.mode == "multistep" and state.target is not None and state.target_age < cfg.reuse_target
     if reuse:
         index = state.target_index
     else:
         index = torch.randperm(len(cameras), generator=generator)[: cfg.views_per_step]
-    rgb, op = _render(field, cameras[index.tolist()], cfg)
+    rgb, op = _render(field, cameras[index.tolist()], sampler, cfg.render_scale)
+    size = (cameras.height, cameras.width)
+    rgb, op = _upsample(rgb, size), _upsample(op, size)
     if state.iteration < cfg.bootstrap_iters:
         target, mask = teacher.bootstrap(index)
         return pseudo_huber(rgb, target.to(rgb), cfg.huber_delta) + pseudo_huber(op, mask.to(op), cfg.huber_delta)
     if not reuse:
         t = cfg.t_min + (cfg.t_max - cfg.t_min) * torch.rand(len(index), generator=generator)
+        if cfg.mode == "sds":
+            return cfg.sds_weight * teacher.sds_loss(rgb, index, t, generator)
         state.target, state.target_weight = teacher.denoise(rgb.detach(), index, t, generator)
         state.target_index, state.target_age = index, 0
     state.target_age += 1
@@ -126,32 +123,40 @@ def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, state: Dis
 
 def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, cfg: DistillConfig = DistillConfig(),
             perceptual: Perceptual | None = None, state: DistillState | None = None,
-            optimizer: torch.optim.Optimizer | None = None, seed: int = 0, progress: bool = True,
-            on_iteration: Callable[[DistillState, dict], None] | None = None) -> DistillState:
+            optimizer: torch.optim.Optimizer | None = None, sampler: Sampler | None = None, seed: int = 0,
+            progress: bool = True, on_iteration: Callable[[DistillState, dict], None] | None = None) -> DistillState:
     """Run the loop from ``state.iteration`` to ``cfg.iters``; ``cameras`` are the fusion cameras.
 
     ``teacher.prepare(cameras)`` must have been called. ``on_iteration(state, logs)`` runs after
     every iteration (checkpoints, logging).
     """
+    if cfg.mode not in ("multistep", "sds"):
+        raise ValueError(f"unknown distillation mode {cfg.mode!r} (multistep or sds)")
     state = state or DistillState()
-    opt = optimizer or torch.optim.Adam(field_parameter_groups(field, cfg.lr_grid, cfg.lr_mlp), eps=1e-15)
+    dev = next(field.parameters()).device
+    opt = optimizer or make_optimizer(field, cfg)
+    sampler = sampler or make_sampler(cfg.sampler, dev)
     g = torch.Generator().manual_seed(seed * 100003 + state.iteration)
     bar = tqdm(range(state.iteration, cfg.iters), initial=state.iteration, total=cfg.iters,
-               desc="distill", disable=not progress)
+               desc=f"distill ({cfg.mode})", disable=not progress)
     for it in bar:
         state.iteration = it
+        sampler.update(field, it)
         i = int(torch.randint(len(views), (1,), generator=g))
-        loss_in = input_view_loss(field, views, i, cfg)
+        loss_in = input_view_loss(field, views, i, sampler, cfg)
         opt.zero_grad(set_to_none=True)
         loss_in.backward()
         opt.step()
-        loss_fu = fusion_loss(field, teacher, cameras, state, cfg, perceptual, g)
+        loss_fu = fusion_loss(field, teacher, cameras, sampler, state, cfg, perceptual, g)
         opt.zero_grad(set_to_none=True)
         loss_fu.backward()
         opt.step()
         state.iteration = it + 1
         logs = {"input": loss_in.item(), "fusion": loss_fu.item(), "unet_evaluations": teacher.unet_evaluations}
+        if not (torch.isfinite(loss_in) and torch.isfinite(loss_fu)):
+            raise FloatingPointError(f"non-finite loss at iteration {it}: {logs}")
         bar.set_postfix(input=f"{logs['input']:.4f}", fusion=f"{logs['fusion']:.4f}")
         if on_iteration is not None:
             on_iteration(state, logs)
     return state
+

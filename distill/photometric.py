@@ -1,4 +1,4 @@
-"""Rendering a field to images, and fitting it to posed views with no teacher (photometric mode).
+"""Fitting a field to posed views with no teacher (photometric mode), and what every fit shares.
 
 Photometric fitting proves the field, renderer and cameras on data with many views, and is
 useful on its own to users who have them. Loss per ray batch: pseudo-Huber RGB + pseudo-Huber
@@ -8,37 +8,44 @@ silhouette against the mask + 1e-3 · opacity regulariser (the input-view step o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from dataclasses import field as dc_field
+from typing import Callable
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.losses import pseudo_huber
-from scenes.render import render_rays
+
+from .render import Sampler
+from .sampler import SamplerConfig, make_sampler
 
 
 @dataclass
-class PhotometricConfig:
-    """Optimisation of a field against posed, masked views."""
+class FitConfig:
+    """What every way of fitting a field shares: optimizer, losses, sampler."""
+
+    lr_grid: float = 5e-3
+    """Adam learning rate of the hash tables."""
+    lr_mlp: float = 5e-4
+    """Adam learning rate of the MLP."""
+    huber_delta: float = 0.1
+    """Pseudo-Huber scale of the RGB and silhouette terms."""
+    opacity_weight: float = 1e-3
+    """Weight of the opacity regulariser mean √(opacity² + 0.01)."""
+    sampler: SamplerConfig = dc_field(default_factory=SamplerConfig)
+    """Ray sampler (dense or occgrid) and its sample counts."""
+
+
+@dataclass
+class PhotometricConfig(FitConfig):
+    """Optimisation of a field against posed, masked views (no teacher)."""
 
     iters: int = 2000
     """Optimizer steps."""
     rays: int = 1024
     """Rays per step, drawn uniformly from every valid pixel of every view."""
-    lr_grid: float = 5e-3
-    """Adam learning rate of the hash tables."""
-    lr_mlp: float = 5e-4
-    """Adam learning rate of the MLP."""
-    n_coarse: int = 64
-    """Stratified samples per ray."""
-    n_fine: int = 32
-    """Importance samples per ray."""
-    huber_delta: float = 0.1
-    """Pseudo-Huber scale of the RGB and silhouette terms."""
-    opacity_weight: float = 1e-3
-    """Weight of mean √(opacity² + 0.01)."""
 
 
 def reconstruction_loss(rgb: Tensor, opacity: Tensor, target: Tensor, mask: Tensor, delta: float,
@@ -56,43 +63,43 @@ def field_parameter_groups(field: nn.Module, lr_grid: float, lr_mlp: float) -> l
             {"params": [p for p in field.parameters() if id(p) not in ids], "lr": lr_mlp}]
 
 
-def render_images(field: nn.Module, cameras: Cameras, n_coarse: int = 64, n_fine: int = 32,
-                  chunk: int = 4096, stratified: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-    """RGB (N, 3, H, W), depth (N, 1, H, W) and opacity (N, 1, H, W) of full images (differentiable)."""
-    o, d = cameras.rays()
-    o, d = o.reshape(-1, 3).float(), d.reshape(-1, 3).float()
-    parts = [render_rays(field, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, stratified=stratified)
-             for i in range(0, o.shape[0], chunk)]
-    N, H, W = len(cameras), cameras.height, cameras.width
-    img = lambda key, c: torch.cat([getattr(p, key) for p in parts]).reshape(N, H, W, c).permute(0, 3, 1, 2)
-    return img("rgb", 3), img("depth", 1), img("opacity", 1)
+def make_optimizer(field: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
+    """Adam over the field (grid and MLP learning rates), as every fit uses it."""
+    return torch.optim.Adam(field_parameter_groups(field, cfg.lr_grid, cfg.lr_mlp), eps=1e-15)
 
 
-@torch.no_grad()
-def render_views(field: nn.Module, cameras: Cameras, n_coarse: int = 64, n_fine: int = 32,
-                 chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`render_images` without gradients, deterministic samples (evaluation, exports)."""
-    return render_images(field, cameras, n_coarse, n_fine, chunk)
+def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = PhotometricConfig(), seed: int = 0,
+                    start: int = 0, optimizer: torch.optim.Optimizer | None = None, sampler: Sampler | None = None,
+                    progress: bool = True, on_iteration: Callable[[int, dict], None] | None = None) -> list[float]:
+    """Fit a field to views (images, masks, cameras, valid region) from step ``start``; losses per step.
 
-
-def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = PhotometricConfig(),
-                    generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
-    """Fit a field to views (images, masks, cameras, valid region); returns the loss per step."""
+    ``on_iteration(steps_done, logs)`` runs after every step (checkpoints, logging).
+    """
     dev = next(field.parameters()).device
     o, d = views.cameras.to(dev).rays()
     o, d = o.reshape(-1, 3).float(), d.reshape(-1, 3).float()
     rgb = views.images.to(dev).permute(0, 2, 3, 1).reshape(-1, 3)
     mask = views.masks.to(dev).permute(0, 2, 3, 1).reshape(-1)
     pool = views.valid.to(dev).reshape(-1).nonzero()[:, 0]
-    opt = torch.optim.Adam(field_parameter_groups(field, cfg.lr_grid, cfg.lr_mlp), eps=1e-15)
+    opt = optimizer or make_optimizer(field, cfg)
+    sampler = sampler or make_sampler(cfg.sampler, dev)
+    g = torch.Generator().manual_seed(seed * 100003 + start)
     losses = []
-    for _ in tqdm(range(cfg.iters), desc="photometric fit", disable=not progress):
-        pick = pool[torch.randint(len(pool), (cfg.rays,), generator=generator).to(dev)]
-        out = render_rays(field, o[pick], d[pick], cfg.n_coarse, cfg.n_fine, stratified=True)
+    bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="photometric fit", disable=not progress)
+    for step in bar:
+        sampler.update(field, step)
+        pick = pool[torch.randint(len(pool), (cfg.rays,), generator=g).to(dev)]
+        out = sampler.render(field, o[pick], d[pick], stratified=True)
         loss = reconstruction_loss(out.rgb, out.opacity[:, 0], rgb[pick], mask[pick], cfg.huber_delta,
                                    cfg.opacity_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         losses.append(loss.item())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}")
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if on_iteration is not None:
+            on_iteration(step + 1, {"loss": losses[-1]})
     return losses

@@ -1,7 +1,7 @@
 """What distillation needs from a prior: the teacher protocol. ``distill`` never imports ``vldm``.
 
 SparseFusion's multi-step distillation, SDS, or any other prior plugs into the same loop by
-implementing these three calls on cameras the loop renders.
+implementing these calls on cameras the loop renders (``sds_loss`` only for ``mode=sds``).
 """
 
 from __future__ import annotations
@@ -33,4 +33,9 @@ class Teacher(Protocol):
 
         No gradient flows through the teacher: x̂0 is a target.
         """
+        ...
+
+    def sds_loss(self, images: Tensor, index: Tensor, t: Tensor,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Score distillation: a scalar whose gradient w.r.t. the renders (B,3,H,W) is the SDS gradient."""
         ...

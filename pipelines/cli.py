@@ -133,7 +133,24 @@ def _bench_cmd() -> Command:
                     "device": ("device", str, "cpu, cuda, auto")})
 
 
-COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _cameras_cmd, _demo_cmd,
+def _reconstruct_cmd() -> Command:
+    from . import reconstruct as rc
+
+    return Command(
+        "reconstruct", "fit a 3D field per scene from its input views (SparseFusion, SDS or photometric)",
+        lambda: rc.ReconstructConfig, rc.run,
+        {"mode": ("mode", str, "sparsefusion, sds or photometric"), **DATA_FLAGS,
+         "scene": ("scene", str, "only this sequence"),
+         "images": ("images", list, "custom input: image files"),
+         "cameras": ("cameras", str, "custom input: OpenCV camera JSON or transforms.json"),
+         "masks": ("masks", list, "custom input: mask files (default: the images' alpha)"),
+         "checkpoint": ("checkpoint", str, "VLDM folder"), "device": ("device", str, "cpu, cuda, auto"),
+         "seed": ("seed", int, "seed")},
+        {"resume": ("resume", "skip finished scenes, continue unfinished ones from their checkpoint")},
+    )
+
+
+COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _reconstruct_cmd, _cameras_cmd, _demo_cmd,
                                     _train_vae_cmd, _train_vldm_cmd, _figure_cmd, _bench_cmd)}
 
 
@@ -156,7 +173,10 @@ def _parser(commands: list[Command]) -> argparse.ArgumentParser:
         p.add_argument("--config", help="preset name under configs/<command>/ or a YAML file")
         p.add_argument("--show-config", action="store_true", help="print the resolved config with field docs and exit")
         for flag, (key, typ, help_) in cmd.flags.items():
-            p.add_argument(f"--{flag}", type=typ, dest=f"flag:{key}", help=f"{help_} (= {key})")
+            if typ is list:
+                p.add_argument(f"--{flag}", nargs="+", dest=f"flag:{key}", help=f"{help_} (= {key})")
+            else:
+                p.add_argument(f"--{flag}", type=typ, dest=f"flag:{key}", help=f"{help_} (= {key})")
         for flag, (key, help_) in (cmd.switches or {}).items():
             p.add_argument(f"--{flag}", action="store_true", default=None, dest=f"flag:{key}", help=f"{help_} (= {key}=true)")
         if cmd.name == "evaluate":
@@ -168,8 +188,16 @@ def _parser(commands: list[Command]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``sparsefusion`` console script."""
     commands = [make() for make in COMMANDS.values()]
-    args = _parser(commands).parse_args(argv)
+    parser = _parser(commands)
+    args, unknown = parser.parse_known_args(argv)  # overrides may also follow options
+    if [u for u in unknown if not _is_override(u)]:
+        parser.error(f"unrecognized arguments: {' '.join(u for u in unknown if not _is_override(u))}")
     cmd = next(c for c in commands if c.name == args.command)
+    overrides = list(args.overrides) + unknown
+    for key, value in vars(args).items():  # list flags (--images a b) swallow a following key=value
+        if key.startswith("flag:") and isinstance(value, list):
+            setattr(args, key, [v for v in value if not _is_override(v)] or None)
+            overrides += [v for v in value if _is_override(v)]
     try:
         if getattr(args, "list_methods", False):
             from .methods import available_methods
@@ -178,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         flags = [f"{k[5:]}={_yaml_value(v)}" for k, v in vars(args).items() if k.startswith("flag:") and v is not None]
         yaml_path = preset_path(cmd.name, args.config) if args.config else None
-        cfg = load_config(cmd.config(), yaml_path, flags + list(args.overrides))
+        cfg = load_config(cmd.config(), yaml_path, flags + overrides)
         if args.show_config:
             print("\n".join(describe(cfg)))
             return 0
@@ -192,8 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _is_override(text: str) -> bool:
+    """Whether a word is a ``key.sub=value`` override (a dotted identifier before the '=')."""
+    key = text.split("=", 1)[0]
+    return "=" in text and all(part.isidentifier() for part in key.split("."))
+
+
 def _yaml_value(value) -> str:
     """A flag value as a dotlist value (strings quoted so '1e3' or 'null' stay strings)."""
+    if isinstance(value, list):
+        return "[" + ",".join(_yaml_value(v) for v in value) + "]"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return str(value)

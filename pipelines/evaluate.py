@@ -132,6 +132,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             row = {
                 "scene": scene.name, "index": scene.index, "seconds": seconds,
                 "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
+                **getattr(method, "last_stats", {}),
                 **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
                 "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
             }
@@ -176,7 +177,8 @@ def _fmt(value, digits: int = 2) -> str:
 def markdown_table(summaries: list[dict]) -> str:
     """Markdown table of mean metrics, one row per method, with unavailable metrics explained."""
     cols = [("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("psnr_fg", "PSNR fg", 2), ("lpips", "LPIPS", 3),
-            ("fid", "FID", 1), ("kid", "KID", 4), ("seconds", "s/scene", 2)]
+            ("fid", "FID", 1), ("kid", "KID", 4), ("seconds", "s/scene", 2),
+            ("unet_evaluations", "UNet evals/scene", 0)]
     lines = ["| method | scenes | " + " | ".join(c[1] for c in cols) + " |",
              "|---|---:|" + "---:|" * len(cols)]
     notes = {}

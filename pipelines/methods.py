@@ -32,7 +32,11 @@ class Method(Protocol):
     name: str
 
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
-        """Images (T, 3, H, W) in [0, 1], one per target camera, at the targets' size."""
+        """Images (T, 3, H, W) in [0, 1], one per target camera, at the targets' size.
+
+        A method may set ``last_stats`` (e.g. ``{"unet_evaluations": n}``): the harness adds
+        it to the scene's row.
+        """
         ...
 
 
@@ -51,7 +55,7 @@ def register(name: str):
 
 def _load_plugins() -> None:
     """Import the modules that register the learned methods (lazily: they pull in diffusers)."""
-    from . import vldm_methods  # noqa: F401
+    from . import sparsefusion_methods, vldm_methods  # noqa: F401
 
 
 def available_methods() -> list[str]:

@@ -133,6 +133,15 @@ def _load_lpips(net: str, device, random_backbone: bool):
     return model.eval().requires_grad_(False).to(device)
 
 
+def perceptual_loss(net: str = "vgg", device="cpu") -> tuple[object | None, str]:
+    """Differentiable LPIPS for training, images (B,3,H,W) in [0,1] -> (B,); (None, reason) without weights."""
+    path = lpips_weights_path(net)
+    if not path.is_file():
+        return None, f"{_BACKBONE_NAMES[net]} weights not found at {path}; the perceptual term is off"
+    model = _load_lpips(net, device, random_backbone=False)
+    return (lambda a, b: model(a, b, normalize=True).flatten()), "ok"
+
+
 class _Identity(torch.nn.Module):
     """Feature passthrough, so FID and KID share one Inception forward pass."""
 

@@ -50,6 +50,7 @@ class EFTMethod(_VLDMMethod):
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         _, rgb = self.pipe.condition(images, ctx, tgt)
+        self.last_stats = {"unet_evaluations": 0}
         return self._to_targets(rgb.float(), targets)
 
 
@@ -64,6 +65,7 @@ class VLDMSampleMethod(_VLDMMethod):
         g = torch.Generator(self.device).manual_seed(self.seed)
         out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, sampler=self.sampler,
                         guidance_scale=self.guidance, generator=g)
+        self.last_stats = {"unet_evaluations": self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)}
         return self._to_targets(out.images, targets)
 
 

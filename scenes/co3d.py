@@ -56,6 +56,11 @@ class Views:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def to(self, device) -> "Views":
+        """The same views with images, masks, valid regions and cameras on ``device``."""
+        return Views(self.images.to(device), self.masks.to(device), self.valid.to(device), self.cameras.to(device),
+                     self.frame_numbers, self.image_paths, self.sequence, self.transform)
+
     def select(self, index: list[int] | torch.Tensor) -> "Views":
         """A subset of the views, in the given order."""
         index = [int(i) for i in index]
@@ -240,24 +245,30 @@ class CO3DDataset:
             if opt.masked or opt.crop:
                 raise UserError(f"frame {fr['image']['path']} has no mask but masked/crop need one")
             mask = torch.ones(1, h, w)
-        if opt.crop:
-            x0, y0, x1, y1 = crop_box(mask_bbox(mask[0].numpy()), h, w)
-            img, mask = img[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1]
-            cam = cam.crop(x0, y0, x1 - x0, y1 - y0)
-        valid = torch.ones_like(mask)
-        if opt.image_size is not None:
-            size = opt.image_size
-            s = cam.resize_scale(size, size)
-            nh, nw = (max(1, math.floor(d * s + 1e-6)) for d in (cam.height, cam.width))
-            canvas = torch.zeros(5, size, size)
-            canvas[:3, :nh, :nw] = _resize(img, (nh, nw), "bilinear").clamp(0, 1)
-            canvas[3:4, :nh, :nw] = _resize(mask, (nh, nw), "nearest")
-            canvas[4, :nh, :nw] = 1.0
-            img, mask, valid = canvas[:3], canvas[3:4], canvas[4:5]
-            cam = cam.resize(size, size)
-        if opt.masked:
-            img = img * mask
-        return img, mask, valid, cam
+        return prepare_frame(img, mask, cam, opt)
+
+
+def prepare_frame(img: torch.Tensor, mask: torch.Tensor, cam: Cameras, opt: CO3DOptions):
+    """Crop, resize and mask one frame: image (3,H,W), mask (1,H,W) -> image, mask, valid region, camera."""
+    h, w = img.shape[1:]
+    if opt.crop:
+        x0, y0, x1, y1 = crop_box(mask_bbox(mask[0].numpy()), h, w)
+        img, mask = img[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1]
+        cam = cam.crop(x0, y0, x1 - x0, y1 - y0)
+    valid = torch.ones_like(mask)
+    if opt.image_size is not None:
+        size = opt.image_size
+        s = cam.resize_scale(size, size)
+        nh, nw = (max(1, math.floor(d * s + 1e-6)) for d in (cam.height, cam.width))
+        canvas = torch.zeros(5, size, size)
+        canvas[:3, :nh, :nw] = _resize(img, (nh, nw), "bilinear").clamp(0, 1)
+        canvas[3:4, :nh, :nw] = _resize(mask, (nh, nw), "nearest")
+        canvas[4, :nh, :nw] = 1.0
+        img, mask, valid = canvas[:3], canvas[3:4], canvas[4:5]
+        cam = cam.resize(size, size)
+    if opt.masked:
+        img = img * mask
+    return img, mask, valid, cam
 
 
 def _same_size(cams: list[Cameras]) -> list[Cameras]:

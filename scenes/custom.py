@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .cameras import Cameras, is_rotation
@@ -118,3 +119,59 @@ def camera_file_frames(cameras: Cameras, images: list[str], extra: list[dict] | 
               "K": cameras.K[i].tolist(), "R": cameras.R[i].tolist(), "t": cameras.t[i].tolist()}
         frames.append({**fr, **(extra[i] if extra else {})})
     return frames
+
+
+def _has_alpha(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+
+
+def load_custom_views(images: list[str], cameras: str | Path, masks: list[str] | None = None,
+                      options: "CO3DOptions | None" = None) -> "Views":
+    """Posed views from image files and a camera file (one camera per image, in the given order).
+
+    Masks come from ``masks`` files or from each image's alpha channel; with ``options.masked``
+    or ``options.crop`` an image with neither is an error. Frames are cropped, resized and
+    normalised exactly as dataset frames are.
+    """
+    from .co3d import CO3DOptions, Views, prepare_frame
+    from .io import read_image
+    from .normalize import normalize_cameras
+
+    opt = options or CO3DOptions()
+    cam_file = read_camera_file(cameras)
+    if len(images) != len(cam_file.cameras):
+        raise UserError(f"{len(images)} images but {len(cam_file.cameras)} cameras in {cameras}; give one camera per image")
+    if masks and len(masks) != len(images):
+        raise UserError(f"{len(masks)} masks for {len(images)} images; give one mask per image or none")
+    frames, outs = [], []
+    for i, name in enumerate(images):
+        path = Path(name)
+        rgba = read_image(path, "RGBA")
+        h, w = rgba.shape[:2]
+        cam = cam_file.cameras[[i]]
+        if (h, w) != (cam.height, cam.width):
+            raise UserError(f"image {path} is {h}x{w} but its camera says {cam.height}x{cam.width}")
+        if masks:
+            mask = read_image(masks[i], "L")
+            if mask.shape != (h, w):
+                raise UserError(f"mask {masks[i]} is {mask.shape[0]}x{mask.shape[1]}, its image {h}x{w}")
+        elif _has_alpha(path):
+            mask = rgba[..., 3]
+        elif opt.masked or opt.crop:
+            raise UserError(f"image {path} has no alpha channel and no mask was given; "
+                            "pass --masks or set masked=false data.crop=false")
+        else:
+            mask = np.ones((h, w), np.float32)
+        img = torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).permute(2, 0, 1)
+        outs.append(prepare_frame(img, torch.from_numpy(np.ascontiguousarray(mask))[None].float(), cam.to(dtype=torch.float32), opt))
+        frames.append(str(path))
+    imgs, ms, valids, cams = zip(*outs)
+    cams = Cameras.cat(list(cams))
+    transform = None
+    if opt.normalize:
+        cams, transform = normalize_cameras(cams)
+    return Views(torch.stack(imgs), torch.stack(ms), torch.stack(valids), cams, list(range(len(images))),
+                 frames, "custom", transform)

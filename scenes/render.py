@@ -118,7 +118,11 @@ def render_rays(
     half_size: float = BOX_HALF_SIZE, stratified: bool = False, background: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Composite:
-    """Render rays (R, 3) through a field inside the scene box: stratified, then importance samples."""
+    """Render rays (R, 3) through a field inside the scene box: stratified, then importance samples.
+
+    With ``n_fine`` > 0 the result is the render over coarse + fine samples; gradients flow
+    through that final render only.
+    """
     near, far, hit = ray_box_intersect(origins, directions, half_size)
     edges = stratified_edges(near, far, n_coarse, stratified, generator)
 
@@ -130,7 +134,8 @@ def render_rays(
         sigma = sigma.reshape(mids.shape) * hit[:, None]
         return composite(rgb.reshape(*mids.shape, 3), sigma, e, background)
 
-    out = run(edges)
-    if n_fine > 0:
-        out = run(importance_edges(edges, out.weights, n_fine, stratified, generator))
-    return out
+    if n_fine == 0:
+        return run(edges)
+    with torch.no_grad():  # the coarse pass only places the importance samples
+        coarse = run(edges)
+    return run(importance_edges(edges, coarse.weights, n_fine, stratified, generator))

@@ -6,13 +6,14 @@ from conftest import write_sphere_dataset
 from distill.encoding import HashGridConfig
 from distill.field import InstanceField
 from distill.loop import DistillConfig, DistillState, distill
+from distill.sampler import SamplerConfig
 from scenes.co3d import CO3DDataset, CO3DOptions
 from scenes.normalize import circle_path
 from test_vldm import tiny_pipeline
 from vldm.teacher import VLDMTeacher
 
 GRID = HashGridConfig(n_levels=4, features_per_level=2, log2_table_size=10, base_resolution=4, finest_resolution=32)
-CFG = dict(n_coarse=8, n_fine=4, bootstrap_iters=2, lr_grid=1e-2, lr_mlp=1e-3)
+CFG = dict(sampler=SamplerConfig("dense", n_coarse=8, n_fine=4), bootstrap_iters=2, lr_grid=1e-2, lr_mlp=1e-3)
 
 
 def _setup(tmp_path):

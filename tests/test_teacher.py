@@ -51,3 +51,52 @@ def test_teacher_targets_and_counts():
     assert x0.shape == (2, 3, 16, 16) and not x0.requires_grad
     assert w[1] > w[0] > 0  # more noise, larger weight 1 − ᾱ_t
     assert teacher.unet_evaluations == 3 * 2
+
+
+def test_dpm_solver_recovers_the_oracle_latent_and_differs_from_ddim():
+    sched = make_scheduler()
+    z0 = torch.randn(1, 4, 8, 8)
+    t = torch.tensor([700])
+    z_t = sched.add_noise(z0, torch.randn(1, 4, 8, 8), t)
+
+    class Oracle:
+        def __call__(self, x, tt):
+            a = sched.alphas_cumprod[tt][:, None, None, None]
+            return type("O", (), {"sample": (x[:, :4] - a.sqrt() * z0) / (1 - a).sqrt()})()
+
+    class Damped:  # a non-oracle ε: the solvers' extrapolations differ
+        def __call__(self, x, tt):
+            return type("O", (), {"sample": 0.5 * x[:, :4]})()
+
+    cond = torch.zeros(1, 2, 8, 8)
+    out = denoise_from(Oracle(), sched.alphas_cumprod, z_t, t, cond, steps=3, solver="dpm")
+    torch.testing.assert_close(out, z0, atol=1e-4, rtol=1e-4)
+    a = denoise_from(Damped(), sched.alphas_cumprod, z_t, t, cond, steps=3, solver="dpm")
+    b = denoise_from(Damped(), sched.alphas_cumprod, z_t, t, cond, steps=3, solver="ddim")
+    assert not torch.allclose(a, b)
+    c = denoise_from(Damped(), sched.alphas_cumprod, z_t, t, cond, steps=1, solver="dpm")
+    torch.testing.assert_close(c, denoise_from(Damped(), sched.alphas_cumprod, z_t, t, cond, steps=1))
+
+
+def test_sds_gradient_is_weighted_noise_residual_through_the_encoder(monkeypatch):
+    import vldm.teacher as vt
+    from vldm.diffusion import guided_eps
+
+    pipe = tiny_pipeline()
+    cams = ring(4, size=16)
+    teacher = VLDMTeacher(pipe, torch.rand(2, 3, 16, 16), cams[[0, 1]])
+    teacher.prepare(cams[[2, 3]])
+    z0 = torch.randn(1, 4, 8, 8, requires_grad=True)
+    monkeypatch.setattr(vt, "encode", lambda vae, images: z0 * images.mean() / images.mean().detach())
+    images = torch.rand(1, 3, 16, 16, requires_grad=True)
+    index, t = torch.tensor([1]), torch.tensor([0.6])
+    loss = teacher.sds_loss(images, index, t, torch.Generator().manual_seed(3))
+    (grad_z,) = torch.autograd.grad(loss, z0, retain_graph=True)
+    noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))
+    ti = vt.timestep_index(t, 1000)
+    z_t = pipe.scheduler.add_noise(z0.detach(), noise, ti)
+    eps = guided_eps(pipe.unet, z_t, ti, teacher.features[index])
+    w = 1 - pipe.scheduler.alphas_cumprod[ti]
+    torch.testing.assert_close(grad_z, w * (eps - noise) / (8 * 8), atol=1e-6, rtol=1e-4)
+    assert torch.autograd.grad(loss, images)[0].abs().sum() > 0  # reaches the renders
+    assert teacher.unet_evaluations == 1

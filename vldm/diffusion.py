@@ -124,23 +124,35 @@ def timestep_index(t: Tensor, num_train_timesteps: int) -> Tensor:
 
 @torch.no_grad()
 def denoise_from(unet: UNet2DModel, alphas_cumprod: Tensor, x_t: Tensor, t_index: Tensor, cond: Tensor,
-                 steps: int, guidance_scale: float = 1.0) -> Tensor:
-    """Deterministic DDIM from each sample's own timestep (B,) down to x̂0 in ``steps`` UNet calls.
+                 steps: int, guidance_scale: float = 1.0, solver: str = "ddim") -> Tensor:
+    """Deterministic solve from each sample's own timestep (B,) down to x̂0 in ``steps`` UNet calls.
 
-    Timesteps go linearly from t to 0; each step predicts x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t and
-    re-noises it to the next level with the same ε̂. Returns x̂0 (B, c, h, w).
+    Timesteps go linearly from t to 0; each call predicts x̂0 = (x_t − √(1−ᾱ_t) ε̂) / √ᾱ_t.
+    ``ddim`` re-noises x̂0 to the next level with the same ε̂; ``dpm`` is DPM-Solver++(2M), which
+    replaces x̂0 by the second-order extrapolation D = (1 + 1/2r)·x̂0 − 1/2r·x̂0_prev (r the ratio
+    of successive log-SNR steps) from the second call on. Returns x̂0 (B, c, h, w).
     """
+    if solver not in ("ddim", "dpm"):
+        raise ValueError(f"unknown solver {solver!r} (ddim or dpm)")
     a = alphas_cumprod.to(x_t.device, torch.float32)
+    lam = lambda ab: 0.5 * (ab.log() - (1 - ab).log())  # log(α/σ)
     fractions = torch.linspace(1.0, 0.0, steps + 1, device=x_t.device)
-    x = x_t
+    x = x_t.float()
+    prev_x0 = prev_h = None
     for k in range(steps):
         t_now = (t_index.float() * fractions[k]).round().long()
         t_next = (t_index.float() * fractions[k + 1]).round().long()
-        eps = guided_eps(unet, x, t_now, cond, guidance_scale).float()
-        a_now = a[t_now][:, None, None, None]
-        x0 = (x.float() - (1 - a_now).sqrt() * eps) / a_now.sqrt()
+        eps = guided_eps(unet, x.to(x_t.dtype), t_now, cond, guidance_scale).float()
+        a_now, a_next = a[t_now][:, None, None, None], a[t_next][:, None, None, None]
+        x0 = (x - (1 - a_now).sqrt() * eps) / a_now.sqrt()
+        h = lam(a_next) - lam(a_now)
+        d = x0
+        if solver == "dpm" and prev_x0 is not None:
+            r = prev_h / h.clamp_min(1e-8)
+            d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev_x0
         if k == steps - 1:
-            return x0.to(x_t.dtype)
-        a_next = a[t_next][:, None, None, None]
-        x = (a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps).to(x_t.dtype)
-    return x
+            return d.to(x_t.dtype)
+        # x_next = σ_next/σ_now · x − α_next (e^{−h} − 1) · D  (DDIM when D = x̂0)
+        x = ((1 - a_next) / (1 - a_now)).sqrt() * x - a_next.sqrt() * torch.expm1(-h) * d
+        prev_x0, prev_h = x0, h
+    return x.to(x_t.dtype)

@@ -2,8 +2,9 @@
 
 ``prepare`` runs the EFT once per camera and caches its feature maps and RGB (SparseFusion
 caches them for all cameras up front); ``bootstrap`` returns the EFT RGB upsampled and its
-mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, runs ``steps`` DDIM steps
-of the UNet to x̂0 and decodes it.
+mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, runs ``steps`` DDIM or
+DPM-Solver++ steps of the UNet to x̂0 and decodes it; ``sds_loss`` is the score-distillation
+surrogate whose gradient through the encoder is w(t)·(ε̂ − ε).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from torch import Tensor
 from scenes.cameras import Cameras
 
 from .autoencoder import decode, encode
-from .diffusion import denoise_from, timestep_index
+from .diffusion import denoise_from, guided_eps, timestep_index
 from .pipeline import VLDMPipeline
 
 
@@ -23,10 +24,10 @@ class VLDMTeacher:
     """Denoised targets for renders at prepared cameras, conditioned on fixed context views."""
 
     def __init__(self, pipe: VLDMPipeline, context_images: Tensor, context_cameras: Cameras,
-                 steps: int = 10, guidance_scale: float = 1.0):
+                 steps: int = 10, guidance_scale: float = 1.0, solver: str = "ddim"):
         if steps < 1:
             raise ValueError("the teacher needs at least one denoising step")
-        self.pipe, self.steps, self.guidance_scale = pipe, steps, guidance_scale
+        self.pipe, self.steps, self.guidance_scale, self.solver = pipe, steps, guidance_scale, solver
         self.context_images, self.context_cameras = context_images, context_cameras
         self.unet_evaluations = 0
         self.features: Tensor | None = None  # (N, C, h, w)
@@ -54,7 +55,28 @@ class VLDMTeacher:
         noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
         z_t = pipe.scheduler.add_noise(z0, noise, t_idx)
         cond = self.features[index].to(z0.dtype)
-        x0 = denoise_from(pipe.unet, pipe.scheduler.alphas_cumprod, z_t, t_idx, cond, self.steps, self.guidance_scale)
-        self.unet_evaluations += self.steps * images.shape[0] * (1 if self.guidance_scale == 1.0 else 2)
+        x0 = denoise_from(pipe.unet, pipe.scheduler.alphas_cumprod, z_t, t_idx, cond, self.steps,
+                          self.guidance_scale, self.solver)
+        self._count(self.steps * images.shape[0])
         alpha = pipe.scheduler.alphas_cumprod.to(z0.device)[t_idx].float()
         return decode(pipe.vae, x0).float(), 1.0 - alpha
+
+    def sds_loss(self, images: Tensor, index: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Scalar whose gradient w.r.t. the latents of ``images`` (B,3,H,W) is w(t)·(ε̂ − ε), w = 1 − ᾱ_t.
+
+        The encoder is differentiated; the UNet is not (DreamFusion's score distillation).
+        """
+        pipe = self.pipe
+        z0 = encode(pipe.vae, images)
+        t_idx = timestep_index(t.to(z0.device), pipe.scheduler.config.num_train_timesteps)
+        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        with torch.no_grad():
+            z_t = pipe.scheduler.add_noise(z0.detach(), noise, t_idx)
+            eps = guided_eps(pipe.unet, z_t, t_idx, self.features[index].to(z0.dtype), self.guidance_scale)
+        self._count(images.shape[0])
+        w = 1.0 - pipe.scheduler.alphas_cumprod.to(z0.device)[t_idx].float()[:, None, None, None]
+        grad = (w * (eps.float() - noise.float())).to(z0.dtype)
+        return (grad.detach() * z0).sum(1).mean()  # channels summed, pixels and batch averaged
+
+    def _count(self, calls: int) -> None:
+        self.unet_evaluations += calls * (1 if self.guidance_scale == 1.0 else 2)

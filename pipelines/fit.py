@@ -1,0 +1,180 @@
+"""Fitting one scene's field (SparseFusion, SDS or photometric) with checkpoints, for ``reconstruct`` and the harness.
+
+A checkpoint (``state.pt``, tensors only, read with ``weights_only=True``) holds the field,
+the optimizer, the iteration, the occupancy grid if any and the cached denoised target, so a
+killed run resumes where its last checkpoint was written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from distill.field import FieldConfig, InstanceField
+from distill.loop import DistillConfig, DistillState, distill
+from distill.photometric import PhotometricConfig, fit_photometric, make_optimizer
+from distill.sampler import make_sampler
+from scenes.cameras import Cameras
+from scenes.co3d import Views
+from scenes.errors import UserError
+from scenes.io import atomic_path
+from scenes.normalize import circle_path
+
+MODES = ("sparsefusion", "sds", "photometric")
+
+
+@dataclass
+class TeacherConfig:
+    """How the VLDM produces targets (SparseFusion: multi-step DDIM from the noised render)."""
+
+    steps: int = 10
+    """UNet calls per denoised target."""
+    solver: str = "ddim"
+    """ddim or dpm (DPM-Solver++ 2M)."""
+    guidance_scale: float = 1.0
+    """Classifier-free guidance (1: none; otherwise 2 UNet evaluations per call)."""
+
+
+@dataclass
+class FitSceneConfig:
+    """Everything that decides how one scene is fitted."""
+
+    mode: str = "sparsefusion"
+    """sparsefusion (multi-step distillation), sds (score distillation) or photometric (no teacher)."""
+    field: FieldConfig = dc_field(default_factory=FieldConfig)
+    """Instance field size and backend."""
+    distill: DistillConfig = dc_field(default_factory=DistillConfig)
+    """Distillation schedule (modes sparsefusion and sds)."""
+    photometric: PhotometricConfig = dc_field(default_factory=PhotometricConfig)
+    """Photometric fitting (mode photometric)."""
+    teacher: TeacherConfig = dc_field(default_factory=TeacherConfig)
+    """VLDM teacher settings."""
+    circle_views: int = 50
+    """Fusion cameras on the circle fitted to the input cameras (plus inputs and given targets)."""
+    checkpoint_every: int = 50
+    """Write a resumable checkpoint every N iterations (0: never)."""
+    perceptual: bool = True
+    """Use LPIPS-VGG in the fusion loss when its weights are on this machine."""
+
+
+@dataclass
+class FitResult:
+    """A fitted field and what it cost."""
+
+    field: InstanceField
+    sampler: object
+    iterations: int
+    unet_evaluations: int
+    seconds: float
+    resumed_from: int = 0
+    logs: list[dict] = dc_field(default_factory=list)
+
+
+def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iteration: int, sampler,
+                state: DistillState | None, unet_evaluations: int) -> None:
+    blob = {"field": fld.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
+            "unet_evaluations": unet_evaluations}
+    if hasattr(sampler, "estimator"):
+        blob["occupancy"] = sampler.estimator.state_dict()
+    if state is not None and state.target is not None:
+        blob["target"] = {"target": state.target, "index": state.target_index, "weight": state.target_weight,
+                          "age": state.target_age}
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        fld.load_state_dict(blob["field"])
+        opt.load_state_dict(blob["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"checkpoint {path} does not match this configuration ({str(err).splitlines()[0]}); "
+                        "delete it or run with resume=false") from None
+    if "occupancy" in blob and hasattr(sampler, "estimator"):
+        sampler.estimator.load_state_dict(blob["occupancy"])
+    state = DistillState(iteration=blob["iteration"])
+    if "target" in blob:
+        t = blob["target"]
+        state.target, state.target_index, state.target_weight, state.target_age = (
+            t["target"], t["index"], t["weight"], t["age"])
+    return blob["iteration"], blob["unet_evaluations"], state
+
+
+def fusion_cameras(inputs: Cameras, targets: Cameras | None, circle_views: int) -> Cameras:
+    """Inputs + ``circle_views`` cameras on the circle fitted to them + the given targets."""
+    parts = [inputs, circle_path(inputs, circle_views)]
+    if targets is not None:
+        parts.append(Cameras(targets.R, targets.t, targets.K, inputs.height, inputs.width)
+                     if (targets.height, targets.width) == (inputs.height, inputs.width) else
+                     targets.resize(inputs.height, inputs.width))
+    return Cameras.cat([p.to(dtype=inputs.R.dtype) for p in parts])
+
+
+def _model_views(views: Views, size: int) -> tuple[torch.Tensor, Cameras]:
+    """Images and cameras of views at the VLDM's square image size."""
+    images = views.images
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return images, views.cameras.resize(size, size)
+
+
+def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, device: torch.device, pipe=None,
+              perceptual: Callable | None = None, state_path: Path | None = None, resume: bool = True,
+              seed: int = 0, progress: bool = True,
+              on_iteration: Callable[[int, dict], None] | None = None) -> FitResult:
+    """Fit a field to ``inputs`` (and the teacher's views of ``targets`` and the circle), resumably."""
+    if cfg.mode not in MODES:
+        raise UserError(f"unknown mode {cfg.mode!r} ({', '.join(MODES)})")
+    torch.manual_seed(seed)
+    fld = cfg.field.build().to(device)
+    fit_cfg = cfg.photometric if cfg.mode == "photometric" else cfg.distill
+    opt = make_optimizer(fld, fit_cfg)
+    sampler = make_sampler(fit_cfg.sampler, device)
+    start, unet0, state = 0, 0, DistillState()
+    if resume and state_path is not None and state_path.is_file():
+        start, unet0, state = _load_state(state_path, fld, opt, sampler)
+    logs: list[dict] = []
+    t0 = time.perf_counter()
+    teacher = None
+
+    def checkpoint(done: int, log: dict, dstate: DistillState | None = None) -> None:
+        log = {"iteration": done, **log}
+        if teacher is not None:
+            log["unet_evaluations"] = unet0 + teacher.unet_evaluations
+        logs.append(log)
+        if on_iteration is not None:
+            on_iteration(done, log)
+        total = fit_cfg.iters
+        if state_path is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == total):
+            _save_state(state_path, fld, opt, done, sampler, dstate,
+                        unet0 + (teacher.unet_evaluations if teacher else 0))
+
+    views = inputs.to(device)
+    if cfg.mode == "photometric":
+        fit_photometric(fld, views, cfg.photometric, seed=seed, start=start, optimizer=opt, sampler=sampler,
+                        progress=progress, on_iteration=lambda done, log: checkpoint(done, log))
+        iterations, unet = max(start, cfg.photometric.iters), 0
+    else:
+        if pipe is None:
+            raise UserError(f"mode {cfg.mode} needs a VLDM checkpoint")
+        from vldm.teacher import VLDMTeacher
+
+        size = pipe.unet.config.sample_size * pipe.vae_factor
+        ctx_images, ctx_cams = _model_views(inputs, size)
+        teacher = VLDMTeacher(pipe, ctx_images.to(device), ctx_cams.to(device), cfg.teacher.steps,
+                              cfg.teacher.guidance_scale, cfg.teacher.solver)
+        cams = fusion_cameras(ctx_cams, None if targets is None else targets.resize(size, size), cfg.circle_views)
+        teacher.prepare(cams.to(device))
+        dcfg = DistillConfig(**{**cfg.distill.__dict__, "mode": "sds" if cfg.mode == "sds" else "multistep"})
+        state = distill(fld, views, cams.to(device), teacher, dcfg, perceptual, state=state, optimizer=opt,
+                        sampler=sampler, seed=seed, progress=progress,
+                        on_iteration=lambda s, log: checkpoint(s.iteration, log, s))
+        iterations, unet = state.iteration, unet0 + teacher.unet_evaluations
+    return FitResult(fld.eval(), sampler, iterations, unet, time.perf_counter() - t0, start, logs)

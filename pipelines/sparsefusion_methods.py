@@ -1,0 +1,59 @@
+"""SparseFusion in the evaluation harness: ``sparsefusion``, ``sparsefusion-fast``, ``sparsefusion-sds``.
+
+Each fits a field per scene from the input views with the shipped demo VLDM (or
+``--checkpoint``) as teacher, using the reconstruct preset of the same name (``demo``, ``fast``,
+``sds`` under configs/reconstruct/), then renders it at the target cameras. The UNet
+evaluations of the last scene are reported in ``last_stats``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from scenes.cameras import Cameras
+from scenes.co3d import Views
+
+from .config import load_config, preset_path
+from .methods import MethodContext, register
+
+PRESETS = {"sparsefusion": "demo", "sparsefusion-fast": "fast", "sparsefusion-sds": "sds"}
+
+
+class SparseFusionMethod:
+    """Distil a field from the inputs (fusion cameras include the targets), render the targets."""
+
+    def __init__(self, name: str, context: MethodContext, pipe=None):
+        from distill.render import render_views
+        from vldm.load import load_vldm
+
+        from .fit import FitSceneConfig
+        from .reconstruct import training_perceptual
+
+        self.name, self.context = name, context
+        self.cfg = load_config(FitSceneConfig, preset_path("reconstruct", PRESETS[name]))
+        self.pipe = pipe if pipe is not None else load_vldm(context.checkpoint, context.device)
+        self.perceptual = training_perceptual(self.cfg, context.device)
+        self.render = render_views
+        self.last_stats: dict = {}
+
+    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+        from .fit import fit_scene
+
+        with torch.enable_grad():
+            fit = fit_scene(inputs, targets, self.cfg, self.context.device, self.pipe, self.perceptual,
+                            seed=self.context.seed, progress=False)
+        self.last_stats = {"unet_evaluations": fit.unet_evaluations, "iterations": fit.iterations}
+        rgb, _, _ = self.render(fit.field, targets, fit.sampler)
+        return rgb.clamp(0, 1)
+
+
+def _factory(name: str):
+    def make(context: MethodContext) -> SparseFusionMethod:
+        return SparseFusionMethod(name, context)
+
+    return make
+
+
+for _name in PRESETS:
+    register(_name)(_factory(_name))

@@ -1,0 +1,156 @@
+"""``sparsefusion reconstruct`` end to end on tiny data: outputs, mesh, resume after a kill, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import pipelines.fit as fit_module
+from conftest import write_sphere_dataset
+from pipelines.cli import main
+from test_vldm import tiny_pipeline
+
+TINY = ["field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4", "field.finest_resolution=16",
+        "field.hidden=16", "distill.iters=6", "distill.bootstrap_iters=2", "distill.sampler.n_coarse=8",
+        "distill.sampler.n_fine=4", "photometric.iters=6", "photometric.rays=64", "photometric.sampler.n_coarse=8",
+        "photometric.sampler.n_fine=4", "teacher.steps=2", "circle_views=4", "checkpoint_every=2",
+        "output.turntable_frames=4", "output.mesh_resolution=24"]
+
+
+@pytest.fixture(scope="module")
+def model_and_data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("vldm")
+    tiny_pipeline().save_pretrained(folder / "model")
+    root = tmp_path_factory.mktemp("data")
+    write_sphere_dataset(root, n_seq=1, n_frames=6)
+    return folder, root
+
+
+def _reconstruct(folder, root, out, *extra):
+    return main(["reconstruct", "--checkpoint", str(folder), "--data", str(root), "--category", "toys",
+                 "--views", "2", "--image-size", "16", "--out", str(out), *TINY, *extra])
+
+
+def read_ply_counts(path):
+    """(vertices, faces) from a PLY header, checking the binary body has exactly their size."""
+    data = path.read_bytes()
+    header, body = data.split(b"end_header\n", 1)
+    lines = header.decode().splitlines()
+    v = int(next(l for l in lines if l.startswith("element vertex")).split()[-1])
+    f = int(next(l for l in lines if l.startswith("element face")).split()[-1])
+    assert len(body) == v * (12 + 3) + f * (1 + 12)
+    faces = np.frombuffer(body[v * 15:], dtype=[("n", "u1"), ("i", "<i4", (3,))])
+    assert (faces["n"] == 3).all() and (faces["i"] < v).all() and (faces["i"] >= 0).all()
+    return v, f
+
+
+def test_sparsefusion_writes_every_output(model_and_data, tmp_path):
+    folder, root = model_and_data
+    assert _reconstruct(folder, root, tmp_path / "r") == 0
+    scene = tmp_path / "r" / "seq_0"
+    for name in ("field.safetensors", "config.yaml", "turntable.mp4", "turntable.gif", "metrics.json", "mesh.ply"):
+        assert (scene / name).is_file(), name
+    assert not (scene / "state.pt").exists()
+    m = json.loads((scene / "metrics.json").read_text())
+    assert m["iterations"] == 6 and m["unet_evaluations"] == 4 * 2  # 4 denoised targets, 2 steps each
+    assert len(m["targets"]) == 4 and 0 < m["psnr"] < 60
+    assert sorted(p.name for p in (scene / "views").iterdir()) == [f"{f:06d}.png" for f in m["targets"]]
+    depth = np.asarray(Image.open(scene / "depth" / f"{m['targets'][0]:06d}.png"))
+    assert depth.dtype == np.uint16 and depth.shape == (16, 16)
+    with Image.open(scene / "turntable.gif") as gif:
+        assert gif.n_frames == 4
+    v, f = read_ply_counts(scene / "mesh.ply")
+    assert v > 0 and f > 0 and m["mesh"] == {"vertices": v, "faces": f}
+
+
+def test_kill_then_resume_finishes_the_same_iterations(model_and_data, tmp_path, monkeypatch):
+    folder, root = model_and_data
+    save = fit_module._save_state
+
+    def killed_after_4(path, fld, opt, iteration, *args):
+        save(path, fld, opt, iteration, *args)
+        if iteration == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit_module, "_save_state", killed_after_4)
+    assert _reconstruct(folder, root, tmp_path / "r") == 130
+    assert (tmp_path / "r" / "seq_0" / "state.pt").is_file()
+    assert not (tmp_path / "r" / "seq_0" / "metrics.json").exists()
+    monkeypatch.setattr(fit_module, "_save_state", save)
+    assert _reconstruct(folder, root, tmp_path / "r", "--resume") == 0
+    m = json.loads((tmp_path / "r" / "seq_0" / "metrics.json").read_text())
+    assert m["iterations"] == 6 and m["resumed_from"] == 4
+    assert m["unet_evaluations"] == 4 * 2  # evaluations before the kill are carried over
+    assert _reconstruct(folder, root, tmp_path / "r", "--resume") == 0  # finished: kept, not redone
+
+
+def test_photometric_and_sds_modes(model_and_data, tmp_path):
+    folder, root = model_and_data
+    assert _reconstruct(folder, root, tmp_path / "p", "--mode", "photometric", "output.mesh=false") == 0
+    m = json.loads((tmp_path / "p" / "seq_0" / "metrics.json").read_text())
+    assert m["iterations"] == 6 and m["unet_evaluations"] == 0 and not (tmp_path / "p" / "seq_0" / "mesh.ply").exists()
+    assert _reconstruct(folder, root, tmp_path / "s", "--mode", "sds") == 0
+    m = json.loads((tmp_path / "s" / "seq_0" / "metrics.json").read_text())
+    assert m["mode"] == "sds" and m["unet_evaluations"] == 4  # one UNet call per fusion step after bootstrap
+
+
+def _custom(tmp_path, n_images=2, alpha=True, R=None):
+    from scenes.cameras import intrinsics_from_fov, look_at
+    import torch
+
+    eye = torch.tensor([[3.0, 0, 0], [0, 3.0, 0]], dtype=torch.float64)
+    cams = look_at(eye, torch.zeros(3, dtype=torch.float64), torch.tensor([0, 0, 1.0], dtype=torch.float64),
+                   intrinsics_from_fov(45.0, 16, 16, torch.float64), 16, 16)
+    frames, images = [], []
+    for i in range(2):
+        img = np.zeros((16, 16, 4 if alpha else 3), np.uint8)
+        img[4:12, 4:12] = 200
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(img).save(p)
+        images.append(str(p))
+        frames.append({"image": p.name, "height": 16, "width": 16, "K": cams.K[i].tolist(),
+                       "R": (R if R is not None and i == 1 else cams.R[i].tolist()), "t": cams.t[i].tolist()})
+    (tmp_path / "cams.json").write_text(json.dumps({"convention": "opencv", "frames": frames}))
+    return ["--images", *images[:n_images], "--cameras", str(tmp_path / "cams.json")]
+
+
+def test_custom_input_runs(model_and_data, tmp_path):
+    folder, _ = model_and_data
+    args = _custom(tmp_path)
+    assert main(["reconstruct", "--checkpoint", str(folder), "--image-size", "16", "--out", str(tmp_path / "o"),
+                 *args, *TINY, "output.mesh=false"]) == 0
+    m = json.loads((tmp_path / "o" / "custom" / "metrics.json").read_text())
+    assert "psnr" not in m and len(list((tmp_path / "o" / "custom" / "views").glob("turntable_*.png"))) == 4
+
+
+@pytest.mark.parametrize("case,message", [
+    ("rotation", "is not a rotation"),
+    ("count", "1 images but 2 cameras"),
+    ("alpha", "has no alpha channel and no mask"),
+])
+def test_bad_custom_input_is_one_line_exit_2(model_and_data, tmp_path, capsys, case, message):
+    folder, _ = model_and_data
+    args = _custom(tmp_path, n_images=1 if case == "count" else 2, alpha=case != "alpha",
+                   R=[[1, 0, 0], [0, 1, 0], [0, 0, 2]] if case == "rotation" else None)
+    assert main(["reconstruct", "--checkpoint", str(folder), "--out", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_sparsefusion_method_in_the_harness(model_and_data):
+    import torch
+
+    from pipelines.methods import MethodContext, build_method
+    from scenes.co3d import CO3DDataset, CO3DOptions
+
+    folder, root = model_and_data
+    method = build_method("sparsefusion-fast", MethodContext(torch.device("cpu"), str(folder)))
+    method.cfg.distill.iters, method.cfg.distill.bootstrap_iters = 4, 1
+    method.cfg.field.n_levels, method.cfg.field.finest_resolution, method.cfg.circle_views = 2, 16, 4
+    ds = CO3DDataset(root, "toys")
+    views = ds.load(ds.sequences("fewview_dev", "test")[0], CO3DOptions(image_size=16))
+    with torch.no_grad():  # as the harness calls it
+        pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
+    assert pred.shape == (2, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
+    assert method.last_stats == {"unet_evaluations": 1 * 2, "iterations": 4}  # 3 fusion steps, reuse 3: 1 target
