@@ -16,6 +16,8 @@ denoised-target regression by DreamFusion's score distillation (one UNet call pe
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -60,6 +62,8 @@ class DistillConfig(FitConfig):
     """Use each denoised target for this many fusion steps (1: a fresh one every step)."""
     views_per_step: int = 1
     """Cameras rendered per fusion step."""
+    bf16: bool = False
+    """bf16 autocast for renders and the teacher (CUDA only; ignored elsewhere)."""
 
 
 @dataclass
@@ -137,17 +141,21 @@ def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, 
     opt = optimizer or make_optimizer(field, cfg)
     sampler = sampler or make_sampler(cfg.sampler, dev)
     g = torch.Generator().manual_seed(seed * 100003 + state.iteration)
+    use_bf16 = cfg.bf16 and dev.type == "cuda"
+    autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()  # noqa: E731
     bar = tqdm(range(state.iteration, cfg.iters), initial=state.iteration, total=cfg.iters,
                desc=f"distill ({cfg.mode})", disable=not progress)
     for it in bar:
         state.iteration = it
         sampler.update(field, it)
         i = int(torch.randint(len(views), (1,), generator=g))
-        loss_in = input_view_loss(field, views, i, sampler, cfg)
+        with autocast():
+            loss_in = input_view_loss(field, views, i, sampler, cfg)
         opt.zero_grad(set_to_none=True)
         loss_in.backward()
         opt.step()
-        loss_fu = fusion_loss(field, teacher, cameras, sampler, state, cfg, perceptual, g)
+        with autocast():
+            loss_fu = fusion_loss(field, teacher, cameras, sampler, state, cfg, perceptual, g)
         opt.zero_grad(set_to_none=True)
         loss_fu.backward()
         opt.step()

@@ -1,5 +1,6 @@
 """The distillation loop on a tiny scene: phases, target reuse, teacher cost, resumable state."""
 
+import pytest
 import torch
 
 from conftest import write_sphere_dataset
@@ -48,3 +49,17 @@ def test_runs_resume_from_their_state(tmp_path):
     state = distill(field, inputs, cameras, teacher, cfg, progress=False)
     state = distill(field, inputs, cameras, teacher, DistillConfig(iters=5, **CFG), state=state, progress=False)
     assert state.iteration == 5 and teacher.unet_evaluations == 2 * 3  # iterations 2, 3, 4 denoise
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="bf16 autocast applies on CUDA only")
+def test_bf16_autocast_runs_on_cuda(tmp_path):
+    inputs, cameras, teacher, field = _setup(tmp_path)
+    teacher.pipe.to("cuda")
+    teacher.context_images = teacher.context_images.cuda()
+    teacher.context_cameras = teacher.context_cameras.to("cuda")
+    teacher.prepare(cameras.to("cuda"))
+    seen = []
+    cfg = DistillConfig(iters=4, bf16=True, **CFG)
+    distill(field.cuda(), inputs.to("cuda"), cameras.to("cuda"), teacher, cfg, progress=False,
+            on_iteration=lambda s, logs: seen.append(logs))
+    assert len(seen) == 4 and all(torch.isfinite(torch.tensor([s["input"], s["fusion"]])).all() for s in seen)
