@@ -154,3 +154,12 @@ def test_sparsefusion_method_in_the_harness(model_and_data):
         pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
     assert pred.shape == (2, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
     assert method.last_stats == {"unet_evaluations": 1 * 2, "iterations": 4}  # 3 fusion steps, reuse 3: 1 target
+
+
+def test_the_committed_mesh_opens_and_has_the_recorded_size():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "images"
+    recorded = json.loads((docs / "sparsefusion_obj_800.json").read_text())["mesh"]
+    v, f = read_ply_counts(docs / "sparsefusion_mesh_obj_800.ply")
+    assert (v, f) == (recorded["vertices"], recorded["faces"]) and v > 1000
