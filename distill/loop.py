@@ -43,7 +43,7 @@ class DistillConfig(FitConfig):
     """The distillation schedule (paper preset: 3000 iterations, bootstrap for the first 1000)."""
 
     mode: str = "multistep"
-    """multistep (SparseFusion: regress multi-step denoised targets) or sds (score distillation)."""
+    """multistep (SparseFusion: regress multi-step denoised targets) or sds; reconstruct sets it from `mode`."""
     iters: int = 3000
     """Iterations (each one input-view step and one fusion step)."""
     bootstrap_iters: int = 1000
