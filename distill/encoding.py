@@ -44,17 +44,6 @@ class HashGridConfig:
         return self.n_levels * self.features_per_level
 
 
-def vertex_index(corner: Tensor, resolution: int, table_size: int) -> Tensor:
-    """Table index of integer grid vertices (..., 3): dense when the level fits, else hashed."""
-    if (resolution + 1) ** 3 <= table_size:
-        stride = resolution + 1
-        return corner[..., 0] + corner[..., 1] * stride + corner[..., 2] * stride * stride
-    h = corner[..., 0] * PRIMES[0]
-    h = h ^ (corner[..., 1] * PRIMES[1])
-    h = h ^ (corner[..., 2] * PRIMES[2])
-    return h % table_size
-
-
 
 
 class TorchHashGrid(nn.Module):
@@ -77,7 +66,8 @@ class TorchHashGrid(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Per level: the two vertex coordinates and weights per axis (P, 3, 2), combined by
         # broadcasting into the 8 corners (P, 2, 2, 2): 4x fewer index and weight operations
-        # than building (P, 8, 3) corners; same values as vertex_index (tables are 2^k long).
+        # than building (P, 8, 3) corners. Indices as the module docstring says (tables are 2^k
+        # long, so "mod T" is "& (T − 1)").
         x = x.clamp(0.0, 1.0)
         T = 2**self.config.log2_table_size
         P = x.shape[0]

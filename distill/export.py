@@ -1,4 +1,4 @@
-"""What a reconstruction leaves behind: turntable videos, depth images, and a mesh by marching cubes."""
+"""Files a reconstruction leaves behind: videos, 16-bit depth images, and a mesh by marching cubes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from torch import Tensor, nn
 
 from scenes.io import atomic_path
 
-from .render import Sampler, render_views
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -71,7 +70,7 @@ def extract_mesh(field: nn.Module, resolution: int = 128, threshold: float = 10.
     # skimage orients faces for a function increasing outwards; density increases inwards
     faces = faces[:, ::-1].copy()
     v = torch.from_numpy(verts.astype(np.float32)).to(next(field.parameters()).device)
-    rgb = torch.cat([field(v[i:i + 65536])[0] for i in range(0, len(v), 65536)]) if len(v) else v
+    rgb = torch.cat([field(v[i:i + 65536])[0] for i in range(0, len(v), 65536)])
     colours = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
     return verts.astype(np.float32), faces.astype(np.int64), colours
 
@@ -98,8 +97,3 @@ def write_ply(path: Path, vertices: np.ndarray, faces: np.ndarray, colours: np.n
             f.write(vert.tobytes())
             f.write(face.tobytes())
 
-
-def render_turntable(field: nn.Module, cameras, sampler: Sampler) -> tuple[np.ndarray, Tensor, Tensor, Tensor]:
-    """Render turntable cameras: uint8 frames (N, H, W, 3) and RGB, depth, opacity tensors."""
-    rgb, depth, opacity = render_views(field, cameras, sampler)
-    return to_uint8(rgb), rgb, depth, opacity

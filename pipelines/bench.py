@@ -68,7 +68,7 @@ def _vldm_figures(cfg: BenchConfig, device, results: dict) -> None:
     from vldm.load import load_vldm
 
     pipe = load_vldm(cfg.checkpoint, device)
-    size = pipe.unet.config.sample_size * pipe.vae_factor
+    size = pipe.image_size
     cams = _ring(cfg.views + 1, size, device)
     ctx, query = cams[list(range(cfg.views))], cams[[cfg.views]]
     imgs = torch.rand(cfg.views, 3, size, size, device=device)

@@ -8,13 +8,12 @@ killed run resumes where its last checkpoint was written.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from distill.field import FieldConfig, InstanceField
 from distill.loop import DistillConfig, DistillState, distill
@@ -73,7 +72,6 @@ class FitResult:
     unet_evaluations: int
     seconds: float
     resumed_from: int = 0
-    logs: list[dict] = dc_field(default_factory=list)
 
 
 def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iteration: int, sampler,
@@ -108,21 +106,11 @@ def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState]:
 
 
 def fusion_cameras(inputs: Cameras, targets: Cameras | None, circle_views: int) -> Cameras:
-    """Inputs + ``circle_views`` cameras on the circle fitted to them + the given targets."""
+    """Inputs + ``circle_views`` cameras on the circle fitted to them + the given targets (at the inputs' size)."""
     parts = [inputs, circle_path(inputs, circle_views)]
     if targets is not None:
-        parts.append(Cameras(targets.R, targets.t, targets.K, inputs.height, inputs.width)
-                     if (targets.height, targets.width) == (inputs.height, inputs.width) else
-                     targets.resize(inputs.height, inputs.width))
+        parts.append(targets.resize(inputs.height, inputs.width))
     return Cameras.cat([p.to(dtype=inputs.R.dtype) for p in parts])
-
-
-def _model_views(views: Views, size: int) -> tuple[torch.Tensor, Cameras]:
-    """Images and cameras of views at the VLDM's square image size."""
-    images = views.images
-    if images.shape[-2:] != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return images, views.cameras.resize(size, size)
 
 
 def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, device: torch.device, pipe=None,
@@ -140,7 +128,6 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
     start, unet0, state = 0, 0, DistillState()
     if resume and state_path is not None and state_path.is_file():
         start, unet0, state = _load_state(state_path, fld, opt, sampler)
-    logs: list[dict] = []
     t0 = time.perf_counter()
     teacher = None
 
@@ -148,7 +135,6 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
         log = {"iteration": done, **log}
         if teacher is not None:
             log["unet_evaluations"] = unet0 + teacher.unet_evaluations
-        logs.append(log)
         if on_iteration is not None:
             on_iteration(done, log)
         total = fit_cfg.iters
@@ -166,15 +152,14 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
             raise UserError(f"mode {cfg.mode} needs a VLDM checkpoint")
         from vldm.teacher import VLDMTeacher
 
-        size = pipe.unet.config.sample_size * pipe.vae_factor
-        ctx_images, ctx_cams = _model_views(inputs, size)
+        ctx_images, ctx_cams = pipe.at_image_size(inputs.images, inputs.cameras)
         teacher = VLDMTeacher(pipe, ctx_images.to(device), ctx_cams.to(device), cfg.teacher.steps,
                               cfg.teacher.guidance_scale, cfg.teacher.solver)
-        cams = fusion_cameras(ctx_cams, None if targets is None else targets.resize(size, size), cfg.circle_views)
+        cams = fusion_cameras(ctx_cams, targets, cfg.circle_views)
         teacher.prepare(cams.to(device))
-        dcfg = DistillConfig(**{**cfg.distill.__dict__, "mode": "sds" if cfg.mode == "sds" else "multistep"})
+        dcfg = replace(cfg.distill, mode="sds" if cfg.mode == "sds" else "multistep")
         state = distill(fld, views, cams.to(device), teacher, dcfg, perceptual, state=state, optimizer=opt,
                         sampler=sampler, seed=seed, progress=progress,
                         on_iteration=lambda s, log: checkpoint(s.iteration, log, s))
         iterations, unet = state.iteration, unet0 + teacher.unet_evaluations
-    return FitResult(fld.eval(), sampler, iterations, unet, time.perf_counter() - t0, start, logs)
+    return FitResult(fld.eval(), sampler, iterations, unet, time.perf_counter() - t0, start)

@@ -59,6 +59,14 @@ def lpips_weights_path(net: str) -> Path:
     return checkpoint_dir() / LPIPS_BACKBONE_FILES[net]
 
 
+def lpips_weights_missing(net: str) -> str | None:
+    """Why LPIPS(net) cannot run here (its backbone weights are not on disk), or None."""
+    path = lpips_weights_path(net)
+    if path.is_file():
+        return None
+    return f"{_BACKBONE_NAMES[net]} weights not found at {path}; LPIPS needs them (no download is attempted)"
+
+
 def inception_weights_path() -> Path:
     """Local path of torch-fidelity's Inception-v3 (FID/KID) weights."""
     return checkpoint_dir() / INCEPTION_FILE
@@ -135,9 +143,9 @@ def _load_lpips(net: str, device, random_backbone: bool):
 
 def perceptual_loss(net: str = "vgg", device="cpu") -> tuple[object | None, str]:
     """Differentiable LPIPS for training, images (B,3,H,W) in [0,1] -> (B,); (None, reason) without weights."""
-    path = lpips_weights_path(net)
-    if not path.is_file():
-        return None, f"{_BACKBONE_NAMES[net]} weights not found at {path}; the perceptual term is off"
+    missing = lpips_weights_missing(net)
+    if missing:
+        return None, f"{missing}; the perceptual term is off"
     model = _load_lpips(net, device, random_backbone=False)
     return (lambda a, b: model(a, b, normalize=True).flatten()), "ok"
 
@@ -173,11 +181,7 @@ class MetricSuite:
     def _lpips_reason(self) -> str | None:
         if self.lpips_backbone_random:
             return f"random-backbone LPIPS (wiring tests only); see {LPIPS_RANDOM_KEY}, never report it"
-        path = lpips_weights_path(self.lpips_net)
-        if not path.is_file():
-            return (f"{_BACKBONE_NAMES[self.lpips_net]} weights not found at {path}; "
-                    "LPIPS needs them (no download is attempted)")
-        return None
+        return lpips_weights_missing(self.lpips_net)
 
     def _set_reason(self) -> str | None:
         if not self.fid:

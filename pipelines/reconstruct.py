@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from distill.export import depth_to_uint16, extract_mesh, render_turntable, to_uint8, write_ply, write_videos
+from distill.export import depth_to_uint16, extract_mesh, to_uint8, write_ply, write_videos
 from distill.render import render_views
-from scenes.cameras import Cameras
 from scenes.co3d import CO3DDataset, Views
 from scenes.custom import load_custom_views
 from scenes.errors import UserError
@@ -131,15 +130,13 @@ def write_scene_outputs(folder: Path, scene: ReconScene, fit: FitResult, cfg: Re
     with atomic_path(folder / "field.safetensors") as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in fit.field.state_dict().items()}, str(tmp))
     save_config(cfg, folder)
-    cams = scene.inputs.cameras
-    turn = circle_path(cams, cfg.output.turntable_frames)
-    frames, _, _, _ = render_turntable(fit.field, turn, fit.sampler)
-    write_videos(frames, folder / "turntable.mp4", folder / "turntable.gif", cfg.output.fps)
+    turn = circle_path(scene.inputs.cameras, cfg.output.turntable_frames)
+    rgb, depth, opacity = render_views(fit.field, turn, fit.sampler)
+    write_videos(to_uint8(rgb), folder / "turntable.mp4", folder / "turntable.gif", cfg.output.fps)
+    names = [f"turntable_{k:03d}" for k in range(len(turn))]  # without targets, the views are the turntable's
     if scene.targets is not None:
-        view_cams, names = scene.targets.cameras, [f"{f:06d}" for f in scene.targets.frame_numbers]
-    else:
-        view_cams, names = turn, [f"turntable_{k:03d}" for k in range(len(turn))]
-    rgb, depth, opacity = render_views(fit.field, view_cams, fit.sampler)
+        names = [f"{f:06d}" for f in scene.targets.frame_numbers]
+        rgb, depth, opacity = render_views(fit.field, scene.targets.cameras, fit.sampler)
     for name, img, dep in zip(names, to_uint8(rgb), depth_to_uint16(depth, opacity, DEPTH_FAR)):
         write_image(folder / "views" / f"{name}.png", img)
         write_depth(folder / "depth" / f"{name}.png", dep)

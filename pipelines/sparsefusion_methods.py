@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from distill.render import render_views
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -24,7 +25,6 @@ class SparseFusionMethod:
     """Distil a field from the inputs (fusion cameras include the targets), render the targets."""
 
     def __init__(self, name: str, context: MethodContext, pipe=None):
-        from distill.render import render_views
         from vldm.load import load_vldm
 
         from .fit import FitSceneConfig
@@ -34,7 +34,6 @@ class SparseFusionMethod:
         self.cfg = load_config(FitSceneConfig, preset_path("reconstruct", PRESETS[name]))
         self.pipe = pipe if pipe is not None else load_vldm(context.checkpoint, context.device)
         self.perceptual = training_perceptual(self.cfg, context.device)
-        self.render = render_views
         self.last_stats: dict = {}
 
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
@@ -44,7 +43,7 @@ class SparseFusionMethod:
             fit = fit_scene(inputs, targets, self.cfg, self.context.device, self.pipe, self.perceptual,
                             seed=self.context.seed, progress=False)
         self.last_stats = {"unet_evaluations": fit.unet_evaluations, "iterations": fit.iterations}
-        rgb, _, _ = self.render(fit.field, targets, fit.sampler)
+        rgb, _, _ = render_views(fit.field, targets, fit.sampler)
         return rgb.clamp(0, 1)
 
 

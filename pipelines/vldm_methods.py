@@ -25,14 +25,11 @@ class _VLDMMethod:
         self.device = context.device
         self.seed = context.seed
         self.steps, self.sampler, self.guidance = steps, sampler, guidance
-        self.size = self.pipe.unet.config.sample_size * self.pipe.vae_factor
 
     def _model_inputs(self, inputs: Views, targets: Cameras) -> tuple[Tensor, Cameras, Cameras]:
-        s = self.size
-        images = inputs.images
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return images.to(self.device), inputs.cameras.resize(s, s), targets.resize(s, s)
+        images, cameras = self.pipe.at_image_size(inputs.images, inputs.cameras)
+        s = self.pipe.image_size
+        return images.to(self.device), cameras, targets.resize(s, s)
 
     @staticmethod
     def _to_targets(images: Tensor, targets: Cameras) -> Tensor:

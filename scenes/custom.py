@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ import torch
 from .cameras import Cameras, is_rotation
 from .errors import UserError
 from .io import read_json
+
+if TYPE_CHECKING:
+    from .co3d import CO3DOptions, Views
 
 _GL_TO_CV = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
 
@@ -146,7 +150,7 @@ def load_custom_views(images: list[str], cameras: str | Path, masks: list[str] |
         raise UserError(f"{len(images)} images but {len(cam_file.cameras)} cameras in {cameras}; give one camera per image")
     if masks and len(masks) != len(images):
         raise UserError(f"{len(masks)} masks for {len(images)} images; give one mask per image or none")
-    frames, outs = [], []
+    outs = []
     for i, name in enumerate(images):
         path = Path(name)
         rgba = read_image(path, "RGBA")
@@ -167,11 +171,10 @@ def load_custom_views(images: list[str], cameras: str | Path, masks: list[str] |
             mask = np.ones((h, w), np.float32)
         img = torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).permute(2, 0, 1)
         outs.append(prepare_frame(img, torch.from_numpy(np.ascontiguousarray(mask))[None].float(), cam.to(dtype=torch.float32), opt))
-        frames.append(str(path))
     imgs, ms, valids, cams = zip(*outs)
     cams = Cameras.cat(list(cams))
     transform = None
     if opt.normalize:
         cams, transform = normalize_cameras(cams)
     return Views(torch.stack(imgs), torch.stack(ms), torch.stack(valids), cams, list(range(len(images))),
-                 frames, "custom", transform)
+                 [str(p) for p in images], "custom", transform)

@@ -7,9 +7,8 @@ import pytest
 from PIL import Image
 
 import pipelines.fit as fit_module
-from conftest import write_sphere_dataset
 from pipelines.cli import main
-from test_vldm import tiny_pipeline
+from test_vldm import tiny_model_and_sphere
 
 TINY = ["field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4", "field.finest_resolution=16",
         "field.hidden=16", "distill.iters=6", "distill.bootstrap_iters=2", "distill.sampler.n_coarse=8",
@@ -20,11 +19,7 @@ TINY = ["field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4"
 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vldm")
-    tiny_pipeline().save_pretrained(folder / "model")
-    root = tmp_path_factory.mktemp("data")
-    write_sphere_dataset(root, n_seq=1, n_frames=6)
-    return folder, root
+    return tiny_model_and_sphere(tmp_path_factory, n_seq=1)
 
 
 def _reconstruct(folder, root, out, *extra):

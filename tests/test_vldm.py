@@ -22,6 +22,17 @@ def tiny_pipeline(seed=0) -> VLDMPipeline:
     return pipe
 
 
+def tiny_model_and_sphere(tmp_path_factory, n_seq: int):
+    """A saved tiny VLDM folder and a sphere dataset of ``n_seq`` sequences × 6 frames: (folder, root)."""
+    from conftest import write_sphere_dataset
+
+    folder = tmp_path_factory.mktemp("vldm")
+    tiny_pipeline().save_pretrained(folder / "model")
+    root = tmp_path_factory.mktemp("data")
+    write_sphere_dataset(root, n_seq=n_seq, n_frames=6)
+    return folder, root
+
+
 @pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm"])
 def test_sampling_shapes_and_seed(sampler):
     pipe = tiny_pipeline()

@@ -5,20 +5,15 @@ import shutil
 
 import pytest
 
-from conftest import write_sphere_dataset
 from pipelines.cli import main
 from test_eft import TINY
-from test_vldm import tiny_pipeline
+from test_vldm import tiny_model_and_sphere
 from vldm.eft import EpipolarFeatureTransformer
 
 
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("vldm")
-    tiny_pipeline().save_pretrained(folder / "model")
-    root = tmp_path_factory.mktemp("data")
-    write_sphere_dataset(root, n_seq=2, n_frames=6)
-    return folder, root
+    return tiny_model_and_sphere(tmp_path_factory, n_seq=2)
 
 
 def _evaluate(method, folder, root, out):

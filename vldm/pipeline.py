@@ -41,6 +41,18 @@ class VLDMPipeline(DiffusionPipeline):
         """Image-to-latent downsampling of the VAE."""
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
+    @property
+    def image_size(self) -> int:
+        """Square image side the model was trained at (UNet sample size × VAE factor)."""
+        return self.unet.config.sample_size * self.vae_factor
+
+    def at_image_size(self, images: Tensor, cameras: Cameras) -> tuple[Tensor, Cameras]:
+        """Images (N, 3, H, W) resized (antialiased) and their cameras rescaled to the model's size."""
+        s = self.image_size
+        if images.shape[-2:] != (s, s):
+            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        return images, cameras.resize(s, s)
+
     def latent_size(self, cameras: Cameras) -> tuple[int, int]:
         """(h, w) of the latents for images of these cameras."""
         f = self.vae_factor
