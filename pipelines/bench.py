@@ -91,8 +91,7 @@ def _vldm_figures(cfg: BenchConfig, device, results: dict) -> None:
             with torch.no_grad():
                 lat = encode(pipe.vae, imgs[:1])
             loss = diffusion_loss(pipe.unet, pipe.scheduler, lat, out.features, None, 12, 0.1) + out.rgb.mean()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            del grads
+            torch.autograd.grad(loss, params, allow_unused=True)
 
         results["vldm_train_images_per_s"] = 1.0 / median_seconds(step, cfg.repeats)
         pipe.eft.eval(), pipe.unet.eval()

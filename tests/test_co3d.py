@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import warnings
 
 import pytest
 import torch

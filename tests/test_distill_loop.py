@@ -6,7 +6,7 @@ import torch
 from conftest import write_sphere_dataset
 from distill.encoding import HashGridConfig
 from distill.field import InstanceField
-from distill.loop import DistillConfig, DistillState, distill
+from distill.loop import DistillConfig, distill
 from distill.sampler import SamplerConfig
 from scenes.co3d import CO3DDataset, CO3DOptions
 from scenes.normalize import circle_path

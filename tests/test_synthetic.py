@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import xml.etree.ElementTree as ET
 
 import numpy as np
