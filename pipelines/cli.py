@@ -113,6 +113,31 @@ def _train_vldm_cmd() -> Command:
     )
 
 
+def _train_pixelnerf_cmd() -> Command:
+    from . import train_pixelnerf as tp
+
+    return Command(
+        "train-pixelnerf", "train the pixelNeRF baseline on random ray batches",
+        lambda: tp.TrainPixelNeRFConfig, tp.run,
+        {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
+         "steps": ("train.steps", int, "optimizer steps in total"),
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+    )
+
+
+def _train_dfm_cmd() -> Command:
+    from . import train_dfm as td
+
+    return Command(
+        "train-dfm", "train forward-model diffusion (DFM), optionally warm-started from a pixelNeRF",
+        lambda: td.TrainDFMConfig, td.run,
+        {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
+         "warm-start": ("warm_start", str, "pixelNeRF folder to start from"),
+         "steps": ("train.steps", int, "optimizer steps in total"),
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+    )
+
+
 def _figure_cmd() -> Command:
     from . import figures
 
@@ -151,7 +176,8 @@ def _reconstruct_cmd() -> Command:
 
 
 COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _reconstruct_cmd, _cameras_cmd, _demo_cmd,
-                                    _train_vae_cmd, _train_vldm_cmd, _figure_cmd, _bench_cmd)}
+                                    _train_vae_cmd, _train_vldm_cmd, _train_pixelnerf_cmd, _train_dfm_cmd,
+                                    _figure_cmd, _bench_cmd)}
 
 
 def _print_result(fn):

@@ -55,7 +55,7 @@ def register(name: str):
 
 def _load_plugins() -> None:
     """Import the modules that register the learned methods (lazily: they pull in diffusers)."""
-    from . import sparsefusion_methods, vldm_methods  # noqa: F401
+    from . import baseline_methods, sparsefusion_methods, vldm_methods  # noqa: F401
 
 
 def available_methods() -> list[str]:

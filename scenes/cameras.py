@@ -195,3 +195,12 @@ def is_rotation(R: Tensor, tol: float = 1e-4) -> Tensor:
     eye = torch.eye(3, dtype=R.dtype, device=R.device)
     ortho = (R.transpose(-1, -2) @ R - eye).abs().amax(dim=(-1, -2)) <= tol
     return ortho & ((torch.linalg.det(R) - 1).abs() <= tol)
+
+
+def resize_views(images: Tensor, cameras: "Cameras", size: int) -> tuple[Tensor, "Cameras"]:
+    """Images (N, C, H, W) resized (bilinear, antialiased) to size×size, with their cameras rescaled."""
+    import torch.nn.functional as F
+
+    if images.shape[-2:] != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return images, cameras.resize(size, size)

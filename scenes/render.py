@@ -90,7 +90,7 @@ def importance_edges(
 class Composite:
     """Per-ray results of compositing."""
 
-    rgb: Tensor  # (R, 3), on the background colour
+    rgb: Tensor  # (R, C) composited values (colours: C = 3), on the background colour
     opacity: Tensor  # (R, 1)
     depth: Tensor  # (R, 1) expected distance along the ray, normalised by opacity
     weights: Tensor  # (R, S)
@@ -99,7 +99,7 @@ class Composite:
 def composite(
     rgbs: Tensor, sigmas: Tensor, edges: Tensor, background: Tensor | float = 0.0
 ) -> Composite:
-    """Alpha-composite colours (R, S, 3) and densities (R, S) over intervals given by edges (R, S+1)."""
+    """Alpha-composite values (R, S, C) (colours, or colours + features) and densities (R, S) over edges (R, S+1)."""
     t_starts, t_ends = edges[:, :-1], edges[:, 1:]
     weights, _, _ = render_weight_from_density(t_starts, t_ends, sigmas)
     rgb = accumulate_along_rays(weights, rgbs)
@@ -111,6 +111,17 @@ def composite(
 
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (points (P,3), dirs (P,3)) -> rgb (P,3), sigma (P,)
+
+
+def _render_samples(field: FieldFn, origins: Tensor, directions: Tensor, edges: Tensor, hit: Tensor,
+                    background: float) -> Composite:
+    """Evaluate the field at the interval midpoints of edges (R, S+1) and composite."""
+    mids = (edges[:, :-1] + edges[:, 1:]) / 2  # (R, S)
+    pts = origins[:, None, :] + directions[:, None, :] * mids[..., None]
+    dirs = directions[:, None, :].expand_as(pts)
+    rgb, sigma = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    sigma = sigma.reshape(mids.shape) * hit[:, None]
+    return composite(rgb.reshape(*mids.shape, -1), sigma, edges, background)
 
 
 def render_rays(
@@ -125,17 +136,27 @@ def render_rays(
     """
     near, far, hit = ray_box_intersect(origins, directions, half_size)
     edges = stratified_edges(near, far, n_coarse, stratified, generator)
-
-    def run(e: Tensor) -> Composite:
-        mids = (e[:, :-1] + e[:, 1:]) / 2  # (R, S)
-        pts = origins[:, None, :] + directions[:, None, :] * mids[..., None]
-        dirs = directions[:, None, :].expand_as(pts)
-        rgb, sigma = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
-        sigma = sigma.reshape(mids.shape) * hit[:, None]
-        return composite(rgb.reshape(*mids.shape, 3), sigma, e, background)
-
     if n_fine == 0:
-        return run(edges)
+        return _render_samples(field, origins, directions, edges, hit, background)
     with torch.no_grad():  # the coarse pass only places the importance samples
-        coarse = run(edges)
-    return run(importance_edges(edges, coarse.weights, n_fine, stratified, generator))
+        coarse = _render_samples(field, origins, directions, edges, hit, background)
+    fine_edges = importance_edges(edges, coarse.weights, n_fine, stratified, generator)
+    return _render_samples(field, origins, directions, fine_edges, hit, background)
+
+
+def render_coarse_fine(
+    field: FieldFn, origins: Tensor, directions: Tensor, n_coarse: int = 64, n_fine: int = 32,
+    half_size: float = BOX_HALF_SIZE, stratified: bool = False, background: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Composite, Composite | None]:
+    """Like :func:`render_rays`, but both passes keep gradients (NeRF's coarse + fine losses).
+
+    Returns (coarse, fine); fine is None when ``n_fine`` is 0.
+    """
+    near, far, hit = ray_box_intersect(origins, directions, half_size)
+    edges = stratified_edges(near, far, n_coarse, stratified, generator)
+    coarse = _render_samples(field, origins, directions, edges, hit, background)
+    if n_fine == 0:
+        return coarse, None
+    fine_edges = importance_edges(edges, coarse.weights, n_fine, stratified, generator)
+    return coarse, _render_samples(field, origins, directions, fine_edges, hit, background)

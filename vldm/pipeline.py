@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DModel
 from torch import Tensor
 
-from scenes.cameras import Cameras
+from scenes.cameras import Cameras, resize_views
 
 from .autoencoder import decode
 from .diffusion import sample_latents, sampler_from
@@ -48,10 +48,7 @@ class VLDMPipeline(DiffusionPipeline):
 
     def at_image_size(self, images: Tensor, cameras: Cameras) -> tuple[Tensor, Cameras]:
         """Images (N, 3, H, W) resized (antialiased) and their cameras rescaled to the model's size."""
-        s = self.image_size
-        if images.shape[-2:] != (s, s):
-            images = F.interpolate(images, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
-        return images, cameras.resize(s, s)
+        return resize_views(images, cameras, self.image_size)
 
     def latent_size(self, cameras: Cameras) -> tuple[int, int]:
         """(h, w) of the latents for images of these cameras."""

@@ -1,0 +1,64 @@
+"""Volume rendering of pixel-aligned fields through the shared ``scenes.render`` primitives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from scenes.cameras import Cameras
+from scenes.render import render_coarse_fine
+
+from .pixel_field import PixelAlignedField, ViewFeatures
+
+
+@dataclass
+class FieldRender:
+    """Per-ray results of rendering a pixel-aligned field (the fine pass when there is one)."""
+
+    rgb: Tensor  # (R, 3)
+    depth: Tensor  # (R, 1) expected distance along the ray, not normalised by opacity (DFM)
+    opacity: Tensor  # (R, 1)
+    features: Tensor  # (R, F) composited extra features (F may be 0)
+    coarse_rgb: Tensor | None = None  # (R, 3) the coarse pass, kept for NeRF's coarse loss
+
+
+def render_field(field: PixelAlignedField, views: ViewFeatures, origins: Tensor, directions: Tensor,
+                 n_coarse: int, n_fine: int = 0, stratified: bool = False,
+                 generator: torch.Generator | None = None, projected: bool = False) -> FieldRender:
+    """Render rays (R, 3) through ``field`` conditioned on ``views``: coarse + importance samples.
+
+    ``projected``: ``views`` already went through ``field.project_maps`` (chunked rendering).
+    """
+    projected = views if projected else field.project_maps(views)
+
+    def fn(points: Tensor, _dirs: Tensor) -> tuple[Tensor, Tensor]:
+        rgb, sigma, extra = field(projected, points, projected=True)
+        return torch.cat([rgb, extra], dim=-1), sigma
+
+    coarse, fine = render_coarse_fine(fn, origins, directions, n_coarse, n_fine, stratified=stratified,
+                                      generator=generator)
+    last = fine if fine is not None else coarse
+    return FieldRender(last.rgb[:, :3], last.depth * last.opacity, last.opacity, last.rgb[:, 3:],
+                       coarse.rgb[:, :3] if fine is not None else None)
+
+
+def render_views(field: PixelAlignedField, views: ViewFeatures, targets: Cameras, n_coarse: int, n_fine: int = 0,
+                 chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
+    """Full images at every target camera, rendered in chunks of rays.
+
+    Returns rgb (T, 3, H, W), depth (T, 1, H, W) and extra features (T, F, H, W).
+    """
+    o, d = targets.rays()  # (T, H, W, 3)
+    o, d = o.reshape(-1, 3).to(views.maps), d.reshape(-1, 3).to(views.maps)
+    views = field.project_maps(views)
+    parts = [render_field(field, views, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, projected=True)
+             for i in range(0, o.shape[0], chunk)]
+    T, H, W = len(targets), targets.height, targets.width
+
+    def image(x: Tensor) -> Tensor:
+        return x.reshape(T, H, W, -1).permute(0, 3, 1, 2)
+
+    return (image(torch.cat([p.rgb for p in parts])), image(torch.cat([p.depth for p in parts])),
+            image(torch.cat([p.features for p in parts])))

@@ -1,0 +1,83 @@
+"""The baselines in the evaluation harness: ``pixelnerf`` (deterministic) and ``dfm`` (one sample).
+
+``dfm`` samples one target view with DDIM (the target least seen by the inputs: the one whose
+viewing direction is farthest from every input's), then renders every target camera from the
+field of the last denoising step, the sampled 3D scene, at the model's image size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from scenes.cameras import Cameras
+from scenes.co3d import Views
+
+from .methods import MethodContext, register
+
+
+def _at_size(images: Tensor, targets: Cameras) -> Tensor:
+    """Images resized to the targets' size (bilinear), clamped to [0, 1]."""
+    if images.shape[-2:] != (targets.height, targets.width):
+        images = F.interpolate(images, size=(targets.height, targets.width), mode="bilinear", align_corners=False)
+    return images.clamp(0, 1)
+
+
+def least_seen(inputs: Cameras, targets: Cameras) -> int:
+    """Index of the target whose viewing direction is farthest from every input's."""
+    sim = targets.forward.to(inputs.R) @ inputs.forward.T  # (T, V)
+    return int(sim.max(dim=1).values.argmin())
+
+
+class PixelNeRFMethod:
+    """pixelNeRF rendered at every target camera (inputs resized to the model's size)."""
+
+    name = "pixelnerf"
+
+    def __init__(self, context: MethodContext, model=None):
+        from baselines.load import load_pixelnerf
+
+        self.model = model if model is not None else load_pixelnerf(context.checkpoint, context.device)
+        self.device = context.device
+
+    @torch.no_grad()
+    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+        images = inputs.images.to(self.device)
+        pred = self.model.render(images, inputs.cameras.to(self.device), targets.to(self.device))
+        self.last_stats = {"field_renders": len(targets)}
+        return _at_size(pred.float(), targets)
+
+
+class DFMMethod:
+    """One DFM sample (DDIM, ``steps``) of the least-seen target, then the sampled scene at every target."""
+
+    name = "dfm"
+
+    def __init__(self, context: MethodContext, model=None, steps: int = 50):
+        from baselines.load import load_dfm
+
+        self.model = model if model is not None else load_dfm(context.checkpoint, context.device)
+        self.device, self.seed, self.steps = context.device, context.seed, steps
+
+    @torch.no_grad()
+    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+        from baselines.dfm_sampling import sample_oneshot
+
+        s = self.model.config.image_size
+        k = least_seen(inputs.cameras, targets)
+        g = torch.Generator(self.device).manual_seed(self.seed)
+        sample = sample_oneshot(self.model, inputs.images, inputs.cameras.to(self.device), targets[[k]], self.steps, g)
+        pred = self.model.render_scene(sample.scene, targets.resize(s, s))
+        self.last_stats = {"field_renders": sample.renders + len(targets), "denoised_target": k}
+        return _at_size(pred.float(), targets)
+
+
+@register("pixelnerf")
+def _pixelnerf(context: MethodContext) -> PixelNeRFMethod:
+    return PixelNeRFMethod(context)
+
+
+@register("dfm")
+def _dfm(context: MethodContext) -> DFMMethod:
+    return DFMMethod(context)

@@ -1,0 +1,217 @@
+"""``sparsefusion train-dfm``: forward-model diffusion on the shared accelerate trainer.
+
+Per step: one sequence, 1–3 context views and two target views (never contexts). Target 0 is
+noised to a uniform t (cosine schedule, 1000 steps); the field conditioned on the contexts and
+the noisy target renders one random patch of each target, and x̂0 is that render:
+loss = L2(patches) + L2(deterministic context-only render of target 0, full image)
++ ``lpips_weight``·LPIPS-VGG(patches) when its weights are on the machine. With probability
+``cond_drop`` the contexts are zeroed (and the deterministic-render loss with them), which is
+what classifier-free guidance needs. ``warm_start`` copies a trained pixelNeRF in first.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from scenes.co3d import CO3DDataset
+from scenes.errors import CheckpointMissing, UserError
+from scenes.io import write_image
+from scenes.training import TrainViews, cameras_of, collate_single
+
+from .config import save_config
+from .evaluate import DataConfig
+from .runtime import output_dir
+from .trainer import TrainConfig, Trainer
+
+
+@dataclass
+class DFMModelConfig:
+    """Model sizes (presets scale widths and samples, not the structure)."""
+
+    backbone: str = "resnet34"
+    """ResNet of the time-conditioned encoder: resnet34 or resnet18 (must match a warm-start pixelNeRF)."""
+    width: int = 512
+    """ResnetFC width of both fields."""
+    n_blocks: int = 5
+    """ResnetFC residual blocks."""
+    combine_layer: int = 3
+    """Blocks before the mean over views."""
+    render_features: int = 64
+    """Feature channels the fields render besides RGB and σ (the target input has 3+3+1+this)."""
+    time_dim: int = 256
+    """Width of the sinusoidal time embedding (its MLP doubles it)."""
+    n_coarse: int = 64
+    """Stratified samples per ray of the denoising field."""
+    n_fine: int = 64
+    """Importance samples per ray of the denoising field."""
+    n_cond: int = 64
+    """Samples per ray of the deterministic context-only render."""
+
+
+@dataclass
+class TrainDFMConfig:
+    """Configuration of ``sparsefusion train-dfm``."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(subset="fewview_train", split="train"))
+    """Training sequences (data.image_size is the model's image size)."""
+    model: DFMModelConfig = field(default_factory=DFMModelConfig)
+    """Model sizes."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=2e-5, ema=True, ema_decay=0.995))
+    """Optimisation, checkpoints, logging (official: Adam 2e-5, EMA 0.995)."""
+    warm_start: str | None = None
+    """A pixelNeRF folder (from train-pixelnerf) copied into the encoders and fields before step 1."""
+    contexts_min: int = 1
+    """Fewest context views per example."""
+    contexts_max: int = 3
+    """Most context views per example (official CO3D: 1–3)."""
+    patch: int = 24
+    """Side of the random square patch rendered in each of the two targets."""
+    lpips_weight: float = 0.2
+    """Weight of LPIPS-VGG on the patches (off, with one line, when its weights are missing)."""
+    cond_drop: float = 0.0
+    """Probability of zeroing the contexts of a step (enables guidance at sampling time)."""
+    min_frames: int = 11
+    """Sequences with fewer frames are not used."""
+    frames_per_sample: int = 20
+    """Random frames of a sequence an example draws its views from."""
+    cache: bool = True
+    """Load all training frames into memory once (small datasets, CPU training)."""
+    out: str | None = None
+    """Output folder (default outputs/train-dfm/<category>)."""
+
+
+def build_model(cfg: TrainDFMConfig):
+    """A fresh DFM of the configured sizes, warm-started from a pixelNeRF when asked."""
+    from baselines.dfm import DFM
+
+    m, size = cfg.model, cfg.data.image_size
+    if size is None:
+        raise UserError("data.image_size must be set: the model is trained at one square size")
+    if cfg.patch > size:
+        raise UserError(f"patch={cfg.patch} is larger than data.image_size={size}")
+    model = DFM(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.render_features, m.time_dim,
+                m.n_coarse, m.n_fine, m.n_cond)
+    if cfg.warm_start:
+        from baselines.load import load_pixelnerf
+
+        pn = load_pixelnerf(cfg.warm_start)
+        if pn.config.backbone != m.backbone or pn.config.width != m.width:
+            raise UserError(f"warm_start: the pixelNeRF at {cfg.warm_start} has backbone {pn.config.backbone} and "
+                            f"width {pn.config.width}; this DFM has {m.backbone} and {m.width}")
+        print(f"DFM warm start: {model.warm_start(pn)} tensors copied from the pixelNeRF at {cfg.warm_start}")
+    return model
+
+
+def random_patch_rays(cameras, images: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One random patch×patch square per camera (N) -> origins, dirs (N·patch², 3) and colours (N·patch², 3)."""
+    N, _, H, W = images.shape
+    o, d = cameras.rays()  # (N, H, W, 3)
+    outs = ([], [], [])
+    for n in range(N):
+        y = int(torch.randint(0, H - patch + 1, (1,)))
+        x = int(torch.randint(0, W - patch + 1, (1,)))
+        sl = (n, slice(y, y + patch), slice(x, x + patch))
+        outs[0].append(o[sl].reshape(-1, 3))
+        outs[1].append(d[sl].reshape(-1, 3))
+        outs[2].append(images[n, :, y:y + patch, x:x + patch].reshape(3, -1).T)
+    return tuple(torch.cat(t) for t in outs)
+
+
+def make_step(cfg: TrainDFMConfig, scheduler, perceptual):
+    """The per-example loss of DFM (patches of two targets + the deterministic render)."""
+
+    def step(models, batch, step_index):
+        net = models["dfm"]
+        dev = batch["query_image"].device
+        cams = cameras_of(batch, "context").to(dev)
+        v = cams.R.shape[0] - 1  # the last "context" of the example is the second target
+        ctx_images, ctx = batch["context_images"][:v], cams[list(range(v))]
+        target0 = cameras_of(batch, "query").to(dev)
+        gt0 = batch["query_image"]  # (1, 3, H, W)
+        targets = type(cams).cat([target0, cams[[v]]])
+        gts = torch.cat([gt0, batch["context_images"][v:]])
+        dropped = torch.rand(()) < cfg.cond_drop
+        if dropped:
+            ctx_images = torch.zeros_like(ctx_images)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), device=dev)
+        x_t = scheduler.add_noise(gt0 * 2 - 1, torch.randn_like(gt0), t)
+        o, d, colours = random_patch_rays(targets, gts, cfg.patch)
+        x0, cond = net(ctx_images, ctx, x_t, t, target0, o, d)
+        rgb = F.mse_loss(x0.rgb, colours)
+        cond_loss = torch.zeros_like(rgb) if dropped else F.mse_loss(cond.rgb, gt0)
+        loss = rgb + cond_loss
+        logs = {"rgb": rgb.detach(), "cond": cond_loss.detach()}
+        if perceptual is not None and cfg.lpips_weight > 0:
+            p = cfg.patch
+            pred = x0.rgb.reshape(2, p, p, 3).permute(0, 3, 1, 2)
+            lp = perceptual(pred, colours.reshape(2, p, p, 3).permute(0, 3, 1, 2)).mean()
+            loss = loss + cfg.lpips_weight * lp
+            logs["lpips"] = lp.detach()
+        return {"loss": loss, **logs, "images": 2}
+
+    return step
+
+
+def make_sampler(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
+    """Periodic sample grids: per row two contexts, ground truth, a ``steps``-step DDIM sample."""
+    from baselines.dfm_sampling import sample_oneshot
+
+    def sample(models, step_index):
+        net = models["dfm"]
+        rows = []
+        for i in range(n):
+            ex = dataset.example(i, epoch=0)
+            cams = cameras_of(ex, "context")
+            v = len(cams) - 1
+            s = sample_oneshot(net, ex["context_images"][:v], cams[list(range(v))], cameras_of(ex, "query"), steps,
+                               torch.Generator(net.device).manual_seed(0))
+            tiles = [*ex["context_images"][:min(v, 2)], ex["query_image"][0], s.image[0].cpu()]
+            rows.append(torch.cat(tiles, dim=2))
+        width = max(r.shape[2] for r in rows)
+        rows = [F.pad(r, (0, width - r.shape[2])) for r in rows]
+        write_image(out / "samples" / f"step-{step_index:07d}.png", torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
+
+    return sample
+
+
+def _perceptual(cfg: TrainDFMConfig):
+    if cfg.lpips_weight == 0:
+        return None
+    from .metrics import perceptual_loss
+
+    fn, reason = perceptual_loss("vgg")
+    if fn is None:
+        warnings.warn(f"train-dfm: {reason}", stacklevel=2)
+    return fn
+
+
+def run(cfg: TrainDFMConfig) -> dict:
+    """Train, checkpoint, and save the final model under ``model/``."""
+    out = output_dir("train-dfm", cfg.out, cfg.data.category)
+    save_config(cfg, out)
+    if not 1 <= cfg.contexts_min <= cfg.contexts_max:
+        raise UserError("contexts must satisfy 1 <= contexts_min <= contexts_max")
+    try:
+        model = build_model(cfg)
+    except CheckpointMissing as err:
+        raise UserError(f"warm_start: {err}") from None
+    ds = CO3DDataset(cfg.data.root, cfg.data.category)
+    # one extra "context" per example is the second target view
+    views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
+                       frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min + 1, cfg.contexts_max + 1),
+                       cache=cfg.cache, seed=cfg.train.seed)
+    trainer = Trainer(cfg.train, {"dfm": model}, out)
+
+    def final(models, ema_models, folder):
+        (ema_models or models)["dfm"].save_pretrained(Path(folder) / "model")
+
+    sampler = make_sampler(views, out) if cfg.train.sample_every else None
+    step = make_step(cfg, model.scheduler, _perceptual(cfg))
+    result = trainer.fit(views, step, collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    print(f"model in {out / 'model'}")
+    return result

@@ -1,0 +1,155 @@
+"""``sparsefusion train-pixelnerf``: pixelNeRF on random ray batches, on the shared accelerate trainer.
+
+Per step: one sequence, 1–3 context views and one query view (never a context); ``rays``
+random pixels of the query inside its valid region; loss = MSE of the coarse and of the fine
+render to those pixels. The final model is one ``PixelNeRF`` folder under ``model/``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from scenes.co3d import CO3DDataset
+from scenes.errors import UserError
+from scenes.io import write_image
+from scenes.training import TrainViews, cameras_of, collate_single
+
+from .config import save_config
+from .evaluate import DataConfig
+from .runtime import output_dir
+from .trainer import TrainConfig, Trainer
+
+
+@dataclass
+class PixelNeRFModelConfig:
+    """Model sizes (presets scale widths and samples, not the structure)."""
+
+    backbone: str = "resnet34"
+    """Feature encoder: resnet34 (pixelNeRF) or resnet18."""
+    backbone_weights: str | None = None
+    """Local torchvision ImageNet weights for the encoder (null: random init)."""
+    width: int = 512
+    """ResnetFC width."""
+    n_blocks: int = 5
+    """ResnetFC residual blocks."""
+    combine_layer: int = 3
+    """Blocks before the mean over views."""
+    n_coarse: int = 64
+    """Stratified samples per ray."""
+    n_fine: int = 32
+    """Importance samples per ray (re-evaluated with the coarse ones)."""
+
+
+@dataclass
+class TrainPixelNeRFConfig:
+    """Configuration of ``sparsefusion train-pixelnerf``."""
+
+    data: DataConfig = field(default_factory=lambda: DataConfig(subset="fewview_train", split="train"))
+    """Training sequences."""
+    model: PixelNeRFModelConfig = field(default_factory=PixelNeRFModelConfig)
+    """Model sizes."""
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, lr=1e-4))
+    """Optimisation, checkpoints, logging."""
+    contexts_min: int = 1
+    """Fewest context views per example."""
+    contexts_max: int = 3
+    """Most context views per example."""
+    rays: int = 512
+    """Random query pixels rendered per step."""
+    min_frames: int = 11
+    """Sequences with fewer frames are not used."""
+    frames_per_sample: int = 20
+    """Random frames of a sequence an example draws its views from."""
+    cache: bool = True
+    """Load all training frames into memory once (small datasets, CPU training)."""
+    out: str | None = None
+    """Output folder (default outputs/train-pixelnerf/<category>)."""
+
+
+def build_model(cfg: TrainPixelNeRFConfig):
+    """A fresh PixelNeRF of the configured sizes."""
+    from baselines.pixelnerf import PixelNeRF
+    from scenes.backbone import PixelFeatureEncoder
+
+    m, size = cfg.model, cfg.data.image_size
+    if size is None:
+        raise UserError("data.image_size must be set: the model is trained at one square size")
+    if not 0 <= m.combine_layer <= m.n_blocks:
+        raise UserError(f"model.combine_layer={m.combine_layer} must lie in [0, model.n_blocks={m.n_blocks}]")
+    model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine)
+    if m.backbone_weights:
+        model.encoder = PixelFeatureEncoder(m.backbone, m.backbone_weights)
+    else:
+        print("pixelNeRF backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
+    return model
+
+
+def random_rays(cameras, valid, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``n`` random pixel indices inside the valid region (H·W,) of one camera -> origins, dirs (n, 3), index (n,)."""
+    weights = (valid.reshape(-1) > 0.5).float()
+    if weights.sum() == 0:
+        weights = torch.ones_like(weights)
+    index = torch.multinomial(weights, n, replacement=bool(weights.count_nonzero() < n))
+    o, d = cameras.rays()
+    return o.reshape(-1, 3)[index], d.reshape(-1, 3)[index], index
+
+
+def make_step(cfg: TrainPixelNeRFConfig):
+    """The per-example loss: MSE of the coarse and fine renders of random query rays."""
+
+    def step(models, batch, step_index):
+        net = models["pixelnerf"]
+        dev = batch["query_image"].device
+        ctx, query = cameras_of(batch, "context").to(dev), cameras_of(batch, "query").to(dev)
+        o, d, index = random_rays(query, batch["query_valid"][0], cfg.rays)
+        target = batch["query_image"][0].reshape(3, -1)[:, index].T  # (n, 3)
+        out = net(batch["context_images"], ctx, o, d)
+        fine = F.mse_loss(out.rgb, target)
+        coarse = F.mse_loss(out.coarse_rgb, target) if out.coarse_rgb is not None else torch.zeros_like(fine)
+        return {"loss": fine + coarse, "fine": fine.detach(), "coarse": coarse.detach(), "images": 1}
+
+    return step
+
+
+def make_sampler(dataset: TrainViews, out: Path, n: int = 2):
+    """Periodic sample grids: per row two context views, ground truth, pixelNeRF render."""
+
+    def sample(models, step_index):
+        net = models["pixelnerf"]
+        rows = []
+        for i in range(n):
+            ex = dataset.example(i, epoch=0)
+            ctx, query = cameras_of(ex, "context"), cameras_of(ex, "query")
+            dev = net.device
+            pred = net.render(ex["context_images"].to(dev), ctx.to(dev), query.to(dev))
+            tiles = [*ex["context_images"][:2], ex["query_image"][0], pred[0].cpu()]
+            rows.append(torch.cat(tiles, dim=2))
+        write_image(out / "samples" / f"step-{step_index:07d}.png", torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
+
+    return sample
+
+
+def run(cfg: TrainPixelNeRFConfig) -> dict:
+    """Train, checkpoint, and save the final model under ``model/``."""
+    out = output_dir("train-pixelnerf", cfg.out, cfg.data.category)
+    save_config(cfg, out)
+    if cfg.rays < 1:
+        raise UserError("rays must be >= 1")
+    model = build_model(cfg)
+    ds = CO3DDataset(cfg.data.root, cfg.data.category)
+    views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
+                       frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
+                       cache=cfg.cache, seed=cfg.train.seed)
+    trainer = Trainer(cfg.train, {"pixelnerf": model}, out)
+
+    def final(models, ema_models, folder):
+        (ema_models or models)["pixelnerf"].save_pretrained(Path(folder) / "model")
+
+    sampler = make_sampler(views, out) if cfg.train.sample_every else None
+    result = trainer.fit(views, make_step(cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    print(f"model in {out / 'model'}")
+    return result
