@@ -121,8 +121,9 @@ class DFM(ModelMixin, ConfigMixin):
         return render_field(self.field, scene, origins, directions, self.config.n_coarse, self.config.n_fine,
                             stratified, projected=projected)
 
+    @torch.no_grad()
     def render_scene(self, scene: ViewFeatures, cameras: Cameras) -> Tensor:
-        """Full images (T, 3, H, W) in [0, 1] of the field conditioned on ``scene``."""
+        """Full images (T, 3, H, W) in [0, 1] of the field conditioned on ``scene`` (inference: no autograd)."""
         rgb, _, _ = render_views(self.field, scene, cameras.to(scene.maps.device, scene.maps.dtype),
                                  self.config.n_coarse, self.config.n_fine, chunk=self.render_chunk)
         return rgb
