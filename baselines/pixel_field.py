@@ -106,12 +106,9 @@ class ViewFeatures:
 
     @staticmethod
     def cat(parts: list["ViewFeatures"]) -> "ViewFeatures":
-        """Views of several parts in order (maps resized to the first part's size)."""
-        size = parts[0].maps.shape[-2:]
-        maps = [p.maps if p.maps.shape[-2:] == size else
-                F.interpolate(p.maps, size=size, mode="bilinear", align_corners=False) for p in parts]
+        """Views of several parts in order (their maps share one size)."""
         times = None if parts[0].times is None else torch.cat([p.times for p in parts])
-        return ViewFeatures(torch.cat(maps), Cameras.cat([p.cameras for p in parts]), times)
+        return ViewFeatures(torch.cat([p.maps for p in parts]), Cameras.cat([p.cameras for p in parts]), times)
 
 
 def sample_view_features(views: ViewFeatures, points: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,20 +8,12 @@ field of the last denoising step, the sampled 3D scene, at the model's image siz
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
-from .methods import MethodContext, register
-
-
-def _at_size(images: Tensor, targets: Cameras) -> Tensor:
-    """Images resized to the targets' size (bilinear), clamped to [0, 1]."""
-    if images.shape[-2:] != (targets.height, targets.width):
-        images = F.interpolate(images, size=(targets.height, targets.width), mode="bilinear", align_corners=False)
-    return images.clamp(0, 1)
+from .methods import MethodContext, at_target_size, register
 
 
 def least_seen(inputs: Cameras, targets: Cameras) -> int:
@@ -46,7 +38,7 @@ class PixelNeRFMethod:
         images = inputs.images.to(self.device)
         pred = self.model.render(images, inputs.cameras.to(self.device), targets.to(self.device))
         self.last_stats = {"field_renders": len(targets)}
-        return _at_size(pred.float(), targets)
+        return at_target_size(pred.float(), targets)
 
 
 class DFMMethod:
@@ -70,7 +62,7 @@ class DFMMethod:
         sample = sample_oneshot(self.model, inputs.images, inputs.cameras.to(self.device), targets[[k]], self.steps, g)
         pred = self.model.render_scene(sample.scene, targets.resize(s, s))
         self.last_stats = {"field_renders": sample.renders + len(targets), "denoised_target": k}
-        return _at_size(pred.float(), targets)
+        return at_target_size(pred.float(), targets)
 
 
 @register("pixelnerf")

@@ -72,6 +72,14 @@ def build_method(name: str, context: MethodContext) -> Method:
     return _REGISTRY[name](context)
 
 
+def at_target_size(images: Tensor, targets: Cameras) -> Tensor:
+    """Images (T, 3, h, w) resized bilinearly to the targets' size and clamped to [0, 1]."""
+    if images.shape[-2:] != (targets.height, targets.width):
+        images = torch.nn.functional.interpolate(images, size=(targets.height, targets.width), mode="bilinear",
+                                                 align_corners=False)
+    return images.clamp(0, 1)
+
+
 class NearestView:
     """Each target is the input view whose optical axis is closest in direction (no warping)."""
 
@@ -80,11 +88,7 @@ class NearestView:
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         sim = targets.forward.to(inputs.cameras.R) @ inputs.cameras.forward.T  # (T, V)
         nearest = sim.argmax(dim=1)
-        images = inputs.images[nearest]
-        if images.shape[-2:] != (targets.height, targets.width):
-            images = torch.nn.functional.interpolate(images, size=(targets.height, targets.width),
-                                                     mode="bilinear", align_corners=False)
-        return images
+        return at_target_size(inputs.images[nearest], targets)
 
 
 @register("nearest-view")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
-from .methods import MethodContext, register
+from .methods import MethodContext, at_target_size, register
 
 
 class _VLDMMethod:
@@ -31,12 +30,6 @@ class _VLDMMethod:
         s = self.pipe.image_size
         return images.to(self.device), cameras, targets.resize(s, s)
 
-    @staticmethod
-    def _to_targets(images: Tensor, targets: Cameras) -> Tensor:
-        if images.shape[-2:] != (targets.height, targets.width):
-            images = F.interpolate(images, size=(targets.height, targets.width), mode="bilinear", align_corners=False)
-        return images.clamp(0, 1)
-
 
 class EFTMethod(_VLDMMethod):
     """The EFT's RGB head at the latent resolution, upsampled bilinearly (deterministic)."""
@@ -48,7 +41,7 @@ class EFTMethod(_VLDMMethod):
         images, ctx, tgt = self._model_inputs(inputs, targets)
         _, rgb = self.pipe.condition(images, ctx, tgt)
         self.last_stats = {"unet_evaluations": 0}
-        return self._to_targets(rgb.float(), targets)
+        return at_target_size(rgb.float(), targets)
 
 
 class VLDMSampleMethod(_VLDMMethod):
@@ -63,7 +56,7 @@ class VLDMSampleMethod(_VLDMMethod):
         out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, sampler=self.sampler,
                         guidance_scale=self.guidance, generator=g)
         self.last_stats = {"unet_evaluations": self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)}
-        return self._to_targets(out.images, targets)
+        return at_target_size(out.images, targets)
 
 
 @register("eft")
