@@ -35,10 +35,16 @@ class PixelNeRFMethod:
 
     @torch.no_grad()
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
-        images = inputs.images.to(self.device)
-        pred = self.model.render(images, inputs.cameras.to(self.device), targets.to(self.device))
-        self.last_stats = {"field_renders": len(targets)}
-        return at_target_size(pred.float(), targets)
+        self.last_inputs = inputs
+        return self.render_scene(targets)
+
+    @torch.no_grad()
+    def render_scene(self, cameras: Cameras) -> Tensor:
+        """Images (N, 3, H, W) at any cameras, conditioned on the last scene's inputs."""
+        images = self.last_inputs.images.to(self.device)
+        pred = self.model.render(images, self.last_inputs.cameras.to(self.device), cameras.to(self.device))
+        self.last_stats = {"field_renders": len(cameras)}
+        return at_target_size(pred.float(), cameras)
 
 
 class DFMMethod:
@@ -56,13 +62,20 @@ class DFMMethod:
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         from baselines.dfm_sampling import sample_oneshot
 
-        s = self.model.config.image_size
         k = least_seen(inputs.cameras, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)
         sample = sample_oneshot(self.model, inputs.images, inputs.cameras.to(self.device), targets[[k]], self.steps, g)
-        pred = self.model.render_scene(sample.scene, targets.resize(s, s))
+        self.last_scene = sample.scene
+        pred = self.render_scene(targets)
         self.last_stats = {"field_renders": sample.renders + len(targets), "denoised_target": k}
-        return at_target_size(pred.float(), targets)
+        return pred
+
+    @torch.no_grad()
+    def render_scene(self, cameras: Cameras) -> Tensor:
+        """Images (N, 3, H, W) of the last sampled 3D scene at any cameras (rendered at the model's size)."""
+        s = self.model.config.image_size
+        pred = self.model.render_scene(self.last_scene, cameras.to(self.device).resize(s, s))
+        return at_target_size(pred.float(), cameras)
 
 
 @register("pixelnerf")

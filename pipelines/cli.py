@@ -56,6 +56,20 @@ def _evaluate_cmd() -> Command:
     )
 
 
+def _compare_cmd() -> Command:
+    from . import compare as cp
+
+    return Command(
+        "compare", "run several methods on the same scenes; one table, image grid and turntables",
+        lambda: cp.CompareConfig, cp.compare,
+        {"methods": ("methods", list, "methods in table order"), **DATA_FLAGS,
+         "categories": ("categories", list, "categories (default: --category)"),
+         "vldm": ("models.vldm", str, "VLDM folder (eft, vldm, sparsefusion*)"),
+         "pixelnerf": ("models.pixelnerf", str, "pixelNeRF folder"), "dfm": ("models.dfm", str, "DFM folder"),
+         "device": ("device", str, "cpu, cuda, auto")},
+    )
+
+
 def _make_dataset_cmd() -> Command:
     from . import make_dataset as md
 
@@ -175,8 +189,8 @@ def _reconstruct_cmd() -> Command:
     )
 
 
-COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _reconstruct_cmd, _cameras_cmd, _demo_cmd,
-                                    _train_vae_cmd, _train_vldm_cmd, _train_pixelnerf_cmd, _train_dfm_cmd,
+COMMANDS = {c.__name__: c for c in (_make_dataset_cmd, _evaluate_cmd, _compare_cmd, _reconstruct_cmd, _cameras_cmd,
+                                    _demo_cmd, _train_vae_cmd, _train_vldm_cmd, _train_pixelnerf_cmd, _train_dfm_cmd,
                                     _figure_cmd, _bench_cmd)}
 
 

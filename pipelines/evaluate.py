@@ -2,7 +2,8 @@
 
 Per scene: V input views, the other evaluation frames as targets; PSNR/SSIM on the masked
 image, foreground PSNR, LPIPS and FID/KID where their weights exist, seconds per scene.
-Finished scenes are kept under ``scenes/`` in the output folder, so a rerun resumes.
+Finished scenes are kept under ``scenes/`` in the output folder, so a rerun resumes. Under
+``torchrun`` the scenes are shared between the processes (``pipelines.processes``).
 """
 
 from __future__ import annotations
@@ -11,20 +12,23 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch import Tensor
 from tqdm import tqdm
 
 from scenes.co3d import CO3DDataset, CO3DOptions
 from scenes.errors import UserError
 from scenes.io import read_image, write_image, write_json
-from scenes.splits import eval_scenes, eval_sequences
+from scenes.splits import EvalScene, eval_scenes, eval_sequences
 
 from .config import save_config
-from .methods import MethodContext, build_method
+from .methods import Method, MethodContext, build_method
 from .metrics import MetricSuite, Unavailable, summarize, to_jsonable
-from .runtime import machine_info, output_dir, resolve_device
+from .processes import processes
+from .runtime import machine_info, output_dir
 
 
 @dataclass
@@ -84,8 +88,8 @@ class EvaluateConfig:
     save_images: bool = True
     """Keep every predicted view as PNG under views/<scene>/."""
     shard: list[int] = field(default_factory=lambda: [0, 1])
-    """[i, n]: evaluate only scenes whose index is i mod n (parallel runs into one folder; a
-    final run with the default [0, 1] gathers every finished scene)."""
+    """[i, n]: evaluate only scenes whose index is i mod n (separate runs into one folder; a final
+    run with the default [0, 1] gathers every finished scene). torchrun shares scenes by itself."""
 
 
 def _scene_file(out: Path, name: str) -> Path:
@@ -96,56 +100,101 @@ def _pred_paths(out: Path, name: str, frames: list[int]) -> list[Path]:
     return [out / "views" / name / f"{f:06d}.png" for f in frames]
 
 
-def evaluate(cfg: EvaluateConfig) -> dict:
-    """Run the evaluation protocol; writes metrics.json and metrics.md; returns the summary."""
+def scene_finished(out: Path, name: str, save_images: bool = True) -> bool:
+    """Whether a scene's row (and, when images are kept, every predicted view) is in ``out``."""
+    done = _scene_file(out, name)
+    if not done.is_file():
+        return False
+    return not save_images or all(p.is_file() for p in _pred_paths(out, name, json.loads(done.read_text())["targets"]))
+
+
+def read_predictions(out: Path, name: str, frames: list[int]) -> Tensor:
+    """A finished scene's predicted views (T, 3, H, W) in [0, 1], read back from views/<scene>/."""
+    return torch.from_numpy(np.stack([read_image(p) for p in _pred_paths(out, name, frames)])).permute(0, 3, 1, 2)
+
+
+# on_scene(scene, method, out): runs in the process that predicted the scene, before its row is written
+SceneHook = Callable[[EvalScene, Method, Path], None]
+
+
+def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Method, suite: MetricSuite,
+                   device: torch.device, on_scene: SceneHook | None) -> None:
+    """Predict one scene's targets; write its views, the hook's files and, last, its row."""
+    if set(scene.inputs.frame_numbers) & set(scene.targets.frame_numbers):
+        raise RuntimeError(f"inputs and targets overlap in {scene.name}")  # never happens
+    gt = scene.targets
+    torch.manual_seed(cfg.seed + scene.index)
+    start = time.perf_counter()
+    with torch.no_grad():
+        pred = method.predict(scene.inputs, gt.cameras.to(device)).float().cpu().clamp(0, 1)
+    seconds = time.perf_counter() - start
+    if pred.shape != gt.images.shape:
+        raise RuntimeError(f"{cfg.method} returned {tuple(pred.shape)} for targets {tuple(gt.images.shape)}")
+    per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid)
+    row = {
+        "scene": scene.name, "index": scene.index, "seconds": seconds,
+        "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
+        **getattr(method, "last_stats", {}),
+        **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
+        "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
+    }
+    if cfg.save_images:
+        for img, p in zip(pred, _pred_paths(out, scene.name, gt.frame_numbers)):
+            write_image(p, img.permute(1, 2, 0).numpy())
+    if on_scene is not None:
+        on_scene(scene, method, out)
+    write_json(_scene_file(out, scene.name), row)
+
+
+def evaluate(cfg: EvaluateConfig, on_scene: SceneHook | None = None) -> dict | None:
+    """Run the evaluation protocol; writes metrics.json and metrics.md; returns the summary.
+
+    Launched as several processes (torchrun), each predicts its share of the scenes and the main
+    process gathers them all and returns the summary; the others return None.
+    """
     out = output_dir("evaluate", cfg.out, f"{cfg.method}-{cfg.data.category}-{cfg.data.views}v")
-    save_config(cfg, out)
-    device = resolve_device(cfg.device)
-    method = build_method(cfg.method, MethodContext(device, cfg.checkpoint, cfg.seed))
-    dataset = CO3DDataset(cfg.data.root, cfg.data.category)
-    suite = MetricSuite(lpips_net=cfg.lpips_net, device=device, fid=cfg.fid)
-    d = cfg.data
-    seqs = eval_sequences(dataset, d.subset, d.split, d.max_scenes)
+    procs = processes(cfg.device)
     i, n = cfg.shard
     if not 0 <= i < n:
         raise UserError(f"shard={cfg.shard} must be [i, n] with 0 <= i < n")
-    rows = []
-    scenes = (s for s in eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames, skip=lambda k: k % n != i))
-    for scene in tqdm(scenes, total=len(range(i, len(seqs), n)), desc=f"evaluate {cfg.method}", unit="scene"):
-        if set(scene.inputs.frame_numbers) & set(scene.targets.frame_numbers):
-            raise RuntimeError(f"inputs and targets overlap in {scene.name}")  # never happens
-        gt = scene.targets
-        done = _scene_file(out, scene.name)
-        paths = _pred_paths(out, scene.name, gt.frame_numbers)
-        if cfg.resume and done.is_file() and all(p.is_file() for p in paths):
-            row = json.loads(done.read_text())
-            pred = torch.from_numpy(np.stack([read_image(p) for p in paths])).permute(0, 3, 1, 2)
-        else:
-            torch.manual_seed(cfg.seed + scene.index)
-            start = time.perf_counter()
-            with torch.no_grad():
-                pred = method.predict(scene.inputs, gt.cameras.to(device)).float().cpu().clamp(0, 1)
-            seconds = time.perf_counter() - start
-            if pred.shape != gt.images.shape:
-                raise RuntimeError(f"{cfg.method} returned {tuple(pred.shape)} for targets {tuple(gt.images.shape)}")
-            per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid)
-            row = {
-                "scene": scene.name, "index": scene.index, "seconds": seconds,
-                "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
-                **getattr(method, "last_stats", {}),
-                **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
-                "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
-            }
-            if cfg.save_images:
-                for img, p in zip(pred, paths):
-                    write_image(p, img.permute(1, 2, 0).numpy())
-            write_json(done, row)
-        suite.update_set(pred, gt.images)
-        rows.append(row)
+    if procs.is_main:
+        save_config(cfg, out)
+    method = build_method(cfg.method, MethodContext(procs.device, cfg.checkpoint, cfg.seed))
+    dataset = CO3DDataset(cfg.data.root, cfg.data.category)
+    suite = MetricSuite(lpips_net=cfg.lpips_net, device=procs.device, fid=cfg.fid)
+    d = cfg.data
+    seqs = eval_sequences(dataset, d.subset, d.split, d.max_scenes)
+    selected = [k for k in range(len(seqs)) if k % n == i]  # this shard of the run
+    todo = {k for k in procs.mine(selected) if not (cfg.resume and scene_finished(out, seqs[k].name, cfg.save_images))}
+    scenes = eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames, skip=lambda k: k not in todo)
+    where = f" [process {procs.index + 1}/{procs.count}]" if procs.count > 1 else ""
+    kept = len(procs.mine(selected)) - len(todo)
+    for scene in tqdm(scenes, total=len(todo), desc=f"evaluate {cfg.method}{where}", unit="scene",
+                      postfix={"kept": kept} if kept else None):
+        _predict_scene(cfg, out, scene, method, suite, procs.device, on_scene)
+    procs.wait()
+    if not procs.is_main:
+        return None
+    return _gather(cfg, out, dataset, [seqs[k] for k in selected], suite)
+
+
+def _gather(cfg: EvaluateConfig, out: Path, dataset: CO3DDataset, seqs: list, suite: MetricSuite) -> dict:
+    """Summary of every selected scene from the rows (and views, for FID/KID) under ``out``."""
+    missing = [s.name for s in seqs if not _scene_file(out, s.name).is_file()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} scenes have no result in {out} (e.g. {missing[0]})")
+    rows = [json.loads(_scene_file(out, s.name).read_text()) for s in seqs]
+    if suite.collects_set and cfg.save_images:
+        d = cfg.data
+        for scene in eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames):
+            suite.update_set(read_predictions(out, scene.name, scene.targets.frame_numbers), scene.targets.images)
+    sets = suite.set_metrics()
+    if suite.collects_set and not cfg.save_images:
+        sets = {k: Unavailable("FID/KID are computed from the saved views: set save_images=true") for k in sets}
     summary = {
         "method": cfg.method, "data": asdict(cfg.data), "scenes": len(rows),
         "mean": to_jsonable(summarize([_scalars(r) for r in rows])),
-        "set": {k: to_jsonable(v) for k, v in suite.set_metrics().items()},
+        "set": {k: to_jsonable(v) for k, v in sets.items()},
         "availability": suite.availability(), "machine": machine_info(),
         "per_scene": [{k: v for k, v in r.items() if k != "per_target"} for r in rows],
     }

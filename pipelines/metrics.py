@@ -203,6 +203,11 @@ class MetricSuite:
         out["fid"] = out["kid"] = st or "ok"
         return out
 
+    @property
+    def collects_set(self) -> bool:
+        """Whether update_set does anything (FID/KID enabled and their weights present)."""
+        return self._set_reason() is None
+
     # ---- per image ----------------------------------------------------------------------
     def _lpips_model(self):
         if self._lpips is None:

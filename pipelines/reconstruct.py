@@ -32,7 +32,8 @@ from .config import save_config
 from .evaluate import DataConfig
 from .fit import FitResult, FitSceneConfig, fit_scene
 from .metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
-from .runtime import machine_info, output_dir, resolve_device
+from .processes import processes
+from .runtime import machine_info, output_dir
 
 DEPTH_FAR = 2 * 3.0 + 2 * BOX_HALF_SIZE  # scene units mapped to 65535 in depth PNGs
 
@@ -90,28 +91,33 @@ class ReconScene:
     targets: Views | None = None
 
 
-def _scenes(cfg: ReconstructConfig):
-    """Custom input (one scene) or the dataset's evaluation scenes."""
+def _selection(cfg: ReconstructConfig) -> list[str]:
+    """Names of the scenes the config selects, in order (validates --scene and custom input flags)."""
     if cfg.images:
         if not cfg.cameras:
             raise UserError("images=... needs cameras=<camera JSON or transforms.json>")
-        inputs = load_custom_views(cfg.images, cfg.cameras, cfg.masks, cfg.data.options())
-        yield ReconScene("custom", inputs)
-        return
+        return ["custom"]
     if cfg.cameras:
         raise UserError("cameras=... is for custom input; give images=... too")
     d = cfg.data
+    names = [s.name for s in eval_sequences(CO3DDataset(d.root, d.category), d.subset, d.split,
+                                            None if cfg.scene else d.max_scenes)]
+    if cfg.scene and cfg.scene not in names:
+        raise UserError(f"scene {cfg.scene!r} is not in {d.category}/{d.subset}/{d.split} "
+                        f"({len(names)} scenes, e.g. {', '.join(names[:3])})")
+    return [cfg.scene] if cfg.scene else names
+
+
+def _scenes(cfg: ReconstructConfig, keep: set[str]):
+    """The selected scenes named in ``keep``, loaded one by one (custom input or dataset scenes)."""
+    if cfg.images:
+        if "custom" in keep:
+            yield ReconScene("custom", load_custom_views(cfg.images, cfg.cameras, cfg.masks, cfg.data.options()))
+        return
+    d = cfg.data
     dataset = CO3DDataset(d.root, d.category)
     seqs = eval_sequences(dataset, d.subset, d.split, None if cfg.scene else d.max_scenes)
-    if cfg.scene:
-        names = [s.name for s in seqs]
-        if cfg.scene not in names:
-            raise UserError(f"scene {cfg.scene!r} is not in {d.category}/{d.subset}/{d.split} "
-                            f"({len(names)} scenes, e.g. {', '.join(names[:3])})")
-        keep = names.index(cfg.scene)
-        skip = lambda i: i != keep  # noqa: E731
-    else:
-        skip = None
+    skip = lambda i: seqs[i].name not in keep  # noqa: E731
     for sc in eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames, skip=skip):
         yield ReconScene(sc.name, sc.inputs, sc.targets)
 
@@ -178,36 +184,42 @@ def training_perceptual(cfg: FitSceneConfig, device: torch.device):
     return fn
 
 
-def run(cfg: ReconstructConfig) -> dict:
-    """Reconstruct every selected scene; writes per-scene outputs and summary.json."""
+def run(cfg: ReconstructConfig) -> dict | None:
+    """Reconstruct every selected scene; writes per-scene outputs and summary.json.
+
+    Under torchrun each process reconstructs every n-th scene; the main process writes the summary.
+    """
     name = "custom" if cfg.images else f"{cfg.mode}-{cfg.data.category}-{cfg.data.views}v"
     out = output_dir("reconstruct", cfg.out, name)
-    save_config(cfg, out)
-    device = resolve_device(cfg.device)
-    scenes = _scenes(cfg)
+    procs = processes(cfg.device)
+    if procs.is_main:
+        save_config(cfg, out)
+    device = procs.device
+    names = _selection(cfg)
+    mine = procs.mine(names)
+    todo = [n for n in mine if not (cfg.resume and (out / n / "metrics.json").is_file())]
+    for n in sorted(set(mine) - set(todo)):
+        print(f"{n}: finished earlier, kept ({out / n / 'metrics.json'})")
+    scenes = _scenes(cfg, set(todo))
     first = next(scenes, None)  # validate the input before loading any model
-    if first is None:
-        raise UserError("no scenes selected")
-    pipe = load_teacher_model(cfg, device)
-    perceptual = training_perceptual(cfg, device)
-    suite = MetricSuite(device=device, fid=False)
-    rows = []
-    for scene in [first, *scenes]:
-        folder = out / scene.name
-        done = folder / "metrics.json"
-        if cfg.resume and done.is_file():
-            print(f"{scene.name}: finished earlier, kept ({done})")
-            rows.append(json.loads(done.read_text()))
-            continue
-        fit = fit_scene(scene.inputs, None if scene.targets is None else scene.targets.cameras, cfg, device, pipe,
-                        perceptual, state_path=folder / "state.pt", resume=cfg.resume, seed=cfg.seed)
-        row = write_scene_outputs(folder, scene, fit, cfg, suite)
-        (folder / "state.pt").unlink(missing_ok=True)
-        metric = f", PSNR {row['psnr']:.2f}" if "psnr" in row else ""
-        print(f"{scene.name}: {fit.iterations} iterations in {fit.seconds:.1f} s, "
-              f"{fit.unet_evaluations} UNet evaluations{metric} -> {folder}")
-        rows.append(row)
-    summary = {"mode": cfg.mode, "scenes": len(rows), "machine": machine_info(),
+    if first is not None:
+        pipe = load_teacher_model(cfg, device)
+        perceptual = training_perceptual(cfg, device)
+        suite = MetricSuite(device=device, fid=False)
+        for scene in [first, *scenes]:
+            folder = out / scene.name
+            fit = fit_scene(scene.inputs, None if scene.targets is None else scene.targets.cameras, cfg, device, pipe,
+                            perceptual, state_path=folder / "state.pt", resume=cfg.resume, seed=cfg.seed)
+            row = write_scene_outputs(folder, scene, fit, cfg, suite)
+            (folder / "state.pt").unlink(missing_ok=True)
+            metric = f", PSNR {row['psnr']:.2f}" if "psnr" in row else ""
+            print(f"{scene.name}: {fit.iterations} iterations in {fit.seconds:.1f} s, "
+                  f"{fit.unet_evaluations} UNet evaluations{metric} -> {folder}")
+    procs.wait()
+    if not procs.is_main:
+        return None
+    rows = [json.loads((out / n / "metrics.json").read_text()) for n in names]
+    summary = {"mode": cfg.mode, "scenes": len(rows), "machine": machine_info(), "processes": procs.count,
                "mean": to_jsonable(summarize([{k: v for k, v in r.items() if isinstance(v, (int, float))}
                                               for r in rows])),
                "per_scene": [{k: v for k, v in r.items() if k != "per_target"} for r in rows]}

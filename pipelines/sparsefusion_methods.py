@@ -43,7 +43,12 @@ class SparseFusionMethod:
             fit = fit_scene(inputs, targets, self.cfg, self.context.device, self.pipe, self.perceptual,
                             seed=self.context.seed, progress=False)
         self.last_stats = {"unet_evaluations": fit.unet_evaluations, "iterations": fit.iterations}
-        rgb, _, _ = render_views(fit.field, targets, fit.sampler)
+        self.last_fit = fit
+        return self.render_scene(targets)
+
+    def render_scene(self, cameras: Cameras) -> Tensor:
+        """Images (N, 3, H, W) of the last fitted field at any cameras."""
+        rgb, _, _ = render_views(self.last_fit.field, cameras, self.last_fit.sampler)
         return rgb.clamp(0, 1)
 
 

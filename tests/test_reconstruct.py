@@ -158,3 +158,25 @@ def test_the_committed_mesh_opens_and_has_the_recorded_size():
     recorded = json.loads((docs / "sparsefusion_obj_800.json").read_text())["mesh"]
     v, f = read_ply_counts(docs / "sparsefusion_mesh_obj_800.ply")
     assert (v, f) == (recorded["vertices"], recorded["faces"]) and v > 1000
+
+
+def test_two_processes_share_the_scenes_and_match_one(tmp_path_factory, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from test_train_vldm import _free_port
+
+    folder, root = tiny_model_and_sphere(tmp_path_factory, n_seq=3)
+    extra = ["--mode", "photometric", "output.mesh=false"]
+    assert _reconstruct(folder, root, tmp_path / "one", *extra) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "pipelines", "reconstruct", "--checkpoint", str(folder), "--data", str(root), "--category", "toys",
+           "--views", "2", "--image-size", "16", "--out", str(tmp_path / "two"), *TINY, *extra]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, two = (json.loads((tmp_path / run / "summary.json").read_text()) for run in ("one", "two"))
+    assert two["processes"] == 2 and two["scenes"] == one["scenes"] == 3
+    for a, b in zip(one["per_scene"], two["per_scene"]):
+        assert a["scene"] == b["scene"] and b["psnr"] == pytest.approx(a["psnr"], abs=1e-3)
