@@ -61,7 +61,7 @@ def _compare_cmd() -> Command:
 
     return Command(
         "compare", "run several methods on the same scenes; one table, image grid and turntables",
-        lambda: cp.CompareConfig, cp.compare,
+        lambda: cp.CompareConfig, _print_result(cp.compare),
         {"methods": ("methods", list, "methods in table order"), **DATA_FLAGS,
          "categories": ("categories", list, "categories (default: --category)"),
          "vldm": ("models.vldm", str, "VLDM folder (eft, vldm, sparsefusion*)"),

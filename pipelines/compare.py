@@ -132,7 +132,6 @@ def compare(cfg: CompareConfig) -> dict | None:
         return None
     report = _report(cfg, categories, out, results, skipped)
     print(report["markdown"])
-    print(f"report in {out / 'compare.md'}")
     return report
 
 
@@ -200,6 +199,21 @@ def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str]):
         frame = scene.targets.frame_numbers[k]
         preds = [read_predictions(out / category / m, scene.name, [frame])[0] for m in methods]
         rows.append([*scene.inputs.images, scene.targets.images[k], *preds])
+    labels = [f"input {i + 1}" for i in range(d.views)] + ["truth", *methods]
     path = out / "grid.png"
-    write_image(path, image_grid(rows, scale=2))
+    write_image(path, with_column_labels(image_grid(rows, scale=2), labels))
     return path
+
+
+def with_column_labels(grid, labels: list[str], pad: int = 2 * 2, height: int = 14):
+    """A white header strip with one label per column over an image_grid (H, W, 3) float array."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    h, w, _ = grid.shape
+    tile = (w - pad) / len(labels)
+    header = Image.new("RGB", (w, height), "white")
+    draw = ImageDraw.Draw(header)
+    for i, label in enumerate(labels):
+        draw.text((pad + i * tile + 2, 1), label, fill="black")
+    return np.concatenate([np.asarray(header, np.float32) / 255, grid], 0)

@@ -1,6 +1,8 @@
-"""``make demo``: generate the few validation objects it needs, evaluate on them, print the report.
+"""``make demo``: generate the few validation objects it needs, compare every method on them.
 
-Runs on a fresh machine after ``make install`` with no downloads; prints each step's time.
+Runs on a fresh machine after ``make install`` with no downloads: renders the objects with
+pybullet, runs ``compare`` with the shipped demo models (2 input views), prints the table, the
+time each step took and where the report is.
 """
 
 from __future__ import annotations
@@ -8,13 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from scenes.errors import CheckpointMissing
 from scenes.synthetic import parse_objects
 
-from .evaluate import DataConfig, EvaluateConfig, evaluate, markdown_table
+from .compare import CompareConfig, compare
+from .evaluate import DataConfig
 from .make_dataset import MakeDatasetConfig
 from .make_dataset import run as make_dataset
 from .runtime import output_dir
+
+DEMO_METHODS = ["nearest-view", "eft", "vldm", "pixelnerf", "dfm", "sparsefusion-fast"]
 
 
 @dataclass
@@ -23,38 +27,38 @@ class DemoConfig:
 
     root: str = "data/pybullet-objects"
     """Dataset root; the demo renders only the validation objects it uses."""
-    objects: str = "800-804"
-    """Validation objects rendered and evaluated (never 900-999)."""
-    methods: list[str] = field(default_factory=lambda: ["nearest-view", "eft", "vldm"])
+    objects: str = "800-802"
+    """Validation objects rendered and compared (never 900-999)."""
+    methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
     """Methods compared (a learned method whose shipped model is missing is skipped, with the reason)."""
     views: int = 2
     """Input views per object."""
     image_size: int = 64
     """Image side of the evaluation."""
+    turntable_frames: int = 24
+    """Frames of the 3D methods' turntables (first object)."""
     out: str | None = None
     """Report folder (default outputs/demo/default)."""
 
 
-def run(cfg: DemoConfig) -> None:
-    """Data, evaluation of each method, one Markdown report."""
+def run(cfg: DemoConfig) -> dict:
+    """Data, then ``compare`` on it; prints the table and each step's time."""
     out = output_dir("demo", cfg.out, "default")
-    times, summaries = {}, []
+    total = time.perf_counter()
     start = time.perf_counter()
     make_dataset(MakeDatasetConfig(root=cfg.root, objects=cfg.objects))
-    times["make-dataset"] = time.perf_counter() - start
+    times = {"make-dataset": time.perf_counter() - start}
     n = len(parse_objects(cfg.objects))
-    for method in cfg.methods:
-        start = time.perf_counter()
-        data = DataConfig(root=cfg.root, views=cfg.views, image_size=cfg.image_size, max_scenes=n)
-        try:
-            summaries.append(evaluate(EvaluateConfig(method=method, data=data, out=str(out / method))))
-        except CheckpointMissing as err:
-            print(f"skipping {method}: {err}")
-            continue
-        times[f"evaluate {method}"] = time.perf_counter() - start
-    report = markdown_table(summaries)
-    (out / "report.md").write_text(f"# Demo: {n} validation objects, {cfg.views} input views, {cfg.image_size}²\n\n{report}")
-    print(report)
+    data = DataConfig(root=cfg.root, views=cfg.views, image_size=cfg.image_size, max_scenes=n)
+    start = time.perf_counter()
+    report = compare(CompareConfig(methods=cfg.methods, data=data, out=str(out), grid_scenes=n,
+                                   turntable_frames=cfg.turntable_frames))
+    compared = time.perf_counter() - start
+    for method, r in report["methods"].items():
+        times[f"compare: {method}"] = r["wall_seconds"]
+    times["compare: grid, report"] = compared - sum(r["wall_seconds"] for r in report["methods"].values())
+    times["total"] = time.perf_counter() - total
     for step, sec in times.items():
-        print(f"{step:>28s}: {sec:6.1f} s")
-    print(f"{'total':>28s}: {sum(times.values()):6.1f} s\nreport in {out / 'report.md'}")
+        print(f"{step:>32s}: {sec:6.1f} s")
+    print(f"report in {out / 'compare.md'}")
+    return report

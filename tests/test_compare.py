@@ -107,7 +107,7 @@ def test_two_processes_give_the_metrics_of_one(setup, one_process, tmp_path):
            "-m", "pipelines", *_args(setup, out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.count("report in") == 1  # only the main process writes and prints the report
+    assert r.stdout.count("results in") == 1  # only the main process writes and prints the report
     assert json.loads((out / "compare.json").read_text())["processes"] == 2
     one, two = _metrics(one_process), _metrics(out)
     assert one.keys() == two.keys() and len(one) == 4 * len(METHODS)

@@ -1,4 +1,4 @@
-"""``sparsefusion demo`` on two validation objects: data, evaluation, report, skipped methods."""
+"""``sparsefusion demo`` on two validation objects: data, comparison, report, skipped methods, step times."""
 
 from pipelines.cli import main
 
@@ -11,6 +11,7 @@ def test_demo_writes_a_report(tmp_path, capsys, monkeypatch):
     assert main(["demo", f"root={tmp_path / 'data'}", "objects=800-801", "image_size=32",
                  "methods=[nearest-view,eft]", f"out={out}"]) == 0
     text = capsys.readouterr().out
-    assert "skipping eft: no VLDM model" in text and "total" in text
-    report = (out / "report.md").read_text()
-    assert "| nearest-view | 2 |" in report and "| eft |" not in report
+    assert "skipping eft: no VLDM model" in text and "total" in text and "compare: nearest-view" in text
+    report = (out / "compare.md").read_text()
+    assert "| nearest-view | 2 |" in report and "| eft |" not in report and "## Skipped" in report
+    assert (out / "grid.png").is_file() and f"report in {out / 'compare.md'}" in text
