@@ -1,8 +1,11 @@
-"""``sparsefusion bench``: medians of repeated timings, with the machine, as JSON.
+"""``sparsefusion bench``: medians of repeated timings, with the machine and the preset, as JSON.
 
-Figures so far: VLDM sampling seconds per view (DDIM), EFT seconds per view, VLDM training
-images/s (forward + backward of EFT and UNet on one example), field forward+backward samples/s,
-rendered rays/s. Each is the median of ``repeats`` runs after one warm-up.
+Figures: VLDM sampling seconds per view (DDIM), EFT seconds per view, VLDM training images/s
+(forward + backward of EFT and UNet on one example), field forward+backward samples/s,
+rendered rays/s, and ``reconstruction``: seconds per distillation iteration and per scene of a
+reconstruct preset, its UNet evaluations and VAE calls per scene, and where an iteration's time
+goes (field, rendering, UNet, VAE, LPIPS, other; see :mod:`pipelines.bench_reconstruction`).
+Each is the median of ``repeats`` runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ from typing import Callable
 import torch
 
 from scenes.cameras import intrinsics_from_fov, look_at
+from scenes.errors import UserError
 from scenes.io import write_json
 
 from .runtime import machine_info, resolve_device
+
+
+FIGURES = {"vldm_sampling", "eft", "vldm_train_step", "field", "render", "reconstruction"}
 
 
 @dataclass
@@ -26,10 +33,13 @@ class BenchConfig:
 
     checkpoint: str | None = None
     """VLDM folder (default: the shipped demo model)."""
-    figures: list[str] = field(default_factory=lambda: ["vldm_sampling", "eft", "vldm_train_step", "field", "render"])
+    figures: list[str] = field(default_factory=lambda: ["vldm_sampling", "eft", "vldm_train_step", "field", "render",
+                                                        "reconstruction"])
     """Which figures to measure."""
-    repeats: int = 5
+    repeats: int = 3
     """Timed runs per figure (after one warm-up); the median is reported."""
+    preset: str = "fast"
+    """Reconstruct preset (configs/reconstruct/ name or YAML) of the reconstruction figure."""
     views: int = 2
     """Context views."""
     steps: int = 25
@@ -62,12 +72,10 @@ def _ring(n: int, size: int, device):
     return cams.to(device)
 
 
-def _vldm_figures(cfg: BenchConfig, device, results: dict) -> None:
+def _vldm_figures(cfg: BenchConfig, pipe, device, results: dict) -> None:
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss
-    from vldm.load import load_vldm
 
-    pipe = load_vldm(cfg.checkpoint, device)
     size = pipe.image_size
     cams = _ring(cfg.views + 1, size, device)
     ctx, query = cams[list(range(cfg.views))], cams[[cfg.views]]
@@ -119,15 +127,29 @@ def _field_figures(cfg: BenchConfig, device, results: dict) -> None:
 def run(cfg: BenchConfig) -> dict:
     """Measure the chosen figures and write the JSON."""
     device = resolve_device(cfg.device)
+    unknown = set(cfg.figures) - FIGURES
+    if unknown:
+        raise UserError(f"unknown figures {sorted(unknown)} (figures: {', '.join(sorted(FIGURES))})")
     results: dict = {"machine": machine_info(), "device": str(device), "repeats": cfg.repeats,
                      "checkpoint": cfg.checkpoint or "shipped demo"}
-    if {"vldm_sampling", "eft", "vldm_train_step"} & set(cfg.figures):
-        _vldm_figures(cfg, device, results)
+    pipe = None
+    if {"vldm_sampling", "eft", "vldm_train_step", "reconstruction"} & set(cfg.figures):
+        from vldm.load import load_vldm
+
+        pipe = load_vldm(cfg.checkpoint, device)
+        _vldm_figures(cfg, pipe, device, results)
     if {"field", "render"} & set(cfg.figures):
         _field_figures(cfg, device, results)
+    if "reconstruction" in cfg.figures:
+        from . import bench_reconstruction
+
+        results["preset"] = cfg.preset
+        results["reconstruction"] = bench_reconstruction.measure(pipe, cfg.preset, device, cfg.repeats)
     write_json(cfg.out, results)
     for k, v in results.items():
-        if k != "machine":
+        if not isinstance(v, dict):
             print(f"{k:>32s}: {v:.4g}" if isinstance(v, float) else f"{k:>32s}: {v}")
+    if "reconstruction" in results:
+        bench_reconstruction.print_table(results["reconstruction"])
     print(f"results in {cfg.out}")
     return results

@@ -169,7 +169,8 @@ def _bench_cmd() -> Command:
     return Command("bench", "time the toolkit's hot paths (medians of repeated runs, JSON)",
                    lambda: bench.BenchConfig, bench.run,
                    {"checkpoint": ("checkpoint", str, "VLDM folder"), "out": ("out", str, "output JSON"),
-                    "device": ("device", str, "cpu, cuda, auto")})
+                    "device": ("device", str, "cpu, cuda, auto"),
+                    "preset": ("preset", str, "reconstruct preset of the reconstruction figure")})
 
 
 def _reconstruct_cmd() -> Command:

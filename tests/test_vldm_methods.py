@@ -63,3 +63,31 @@ def test_bench_writes_medians(model_and_data, tmp_path):
     r = json.loads(out.read_text())
     assert r["vldm_sampling_s_per_view"] > 0 and r["eft_s_per_view"] > 0 and r["vldm_train_images_per_s"] > 0
     assert r["machine"]["cpus"] >= 1 and r["image_size"] == 16
+
+
+def test_bench_reconstruction_splits_an_iteration(model_and_data, tmp_path, capsys):
+    folder, _ = model_and_data
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--checkpoint", str(folder), "--out", str(out), "repeats=1", "preset=fast",
+                 "figures=[reconstruction]"]) == 0
+    r = json.loads(out.read_text())
+    rec = r["reconstruction"]
+    assert r["preset"] == "fast" and r["machine"]["cpus"] >= 1 and rec["image_size"] == 16
+    # fast: 66 iterations after the bootstrap, a 2-step target reused 3 times -> 22 targets
+    assert rec["unet_evaluations_per_scene"] == 44
+    assert rec["vae_calls_per_scene"] == {"encode": 22, "decode": 22, "images_per_call": 1}
+    assert rec["unet_evaluations_counted_in_timed_runs"] == rec["unet_evaluations_expected_in_timed_runs"] == 4
+    assert rec["s_per_iteration"]["bootstrap"] > 0 and rec["s_per_iteration"]["distill"] > 0
+    assert rec["s_per_scene"] > rec["eft_prepare_s"] > 0
+    parts = {"field", "rendering", "unet", "vae", "lpips", "optimizer", "other"}
+    for phase in ("bootstrap", "distill", "scene"):
+        split = rec["split"][phase]
+        assert parts <= set(split["seconds"]) and set(split["share"]) == set(split["seconds"])
+        assert all(0 <= s <= 1 for s in split["share"].values())
+        assert abs(sum(split["share"].values()) - 1) < 1e-6
+    assert all(rec["split"]["distill"]["seconds"][k] > 0 for k in parts - {"other"})
+    assert rec["split"]["bootstrap"]["seconds"]["unet"] == 0 and rec["split"]["scene"]["seconds"]["eft"] > 0
+    if not rec["lpips"]["in_timed_loop"]:  # no VGG weights: timed with random ones, never reported as LPIPS
+        assert rec["lpips"]["weights"].startswith("random") and "without the perceptual term" in rec["lpips"]["note"]
+    printed = capsys.readouterr().out
+    assert "largest: " + rec["largest"] in printed and "field fwd+bwd" in printed
