@@ -43,8 +43,9 @@ class FigureConfig:
     """One VLDM sample per seed."""
     steps: int = 25
     """DDIM steps per sample."""
-    path_views: int = 6
-    """dfm-turntable: views sampled one after the other around the object."""
+    path_views: int = 2
+    """dfm-turntable: views sampled one after the other around the object (the demo DFM's samples
+    shrink, and after about 3 generated views its scene is empty: more needs a better model)."""
     frames: int = 48
     """dfm-turntable: frames of the GIF."""
     target: int = 0
@@ -120,9 +121,16 @@ def dfm_turntable(cfg: FigureConfig) -> Tensor:
     step = max(1, cfg.frames // (cfg.path_views + 1))
     path = every[list(range(step, step * (cfg.path_views + 1), step))[: cfg.path_views]]
     g = torch.Generator(device).manual_seed(cfg.seeds[0])
-    _, last = sample_autoregressive(model, scene.inputs.images, scene.inputs.cameras.to(device), path, cfg.steps, g)
+    generated, last = sample_autoregressive(model, scene.inputs.images, scene.inputs.cameras.to(device), path,
+                                            cfg.steps, g)  # (P, 3, s, s)
     s = model.config.image_size
-    frames = model.render_scene(last.scene, every.resize(s, s))
+    frames = model.render_scene(last.scene, every.resize(s, s))  # (N, 3, s, s)
+    if float(frames.amax()) < 0.5 / 255:  # every GIF pixel would be 0: the sampled field has no density left
+        means = ", ".join(f"{float(m):.4f}" for m in generated.mean(dim=(1, 2, 3)))
+        raise UserError(f"dfm-turntable: the autoregressively sampled scene is empty, every frame would be black. "
+                        f"Mean of the {len(generated)} generated views in path order: {means}. Each generated view "
+                        f"joins the contexts, and where it is black the field loses density: a model whose samples "
+                        f"shrink empties the scene. Try fewer path_views or a better-trained model.")
     frames = F.interpolate(frames, scale_factor=cfg.scale, mode="bilinear", align_corners=False)
     return frames.clamp(0, 1).cpu()
 
