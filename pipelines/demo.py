@@ -27,7 +27,7 @@ class DemoConfig:
 
     root: str = "data/pybullet-objects"
     """Dataset root; the demo renders only the validation objects it uses."""
-    objects: str = "800-802"
+    objects: str = "800-801"
     """Validation objects rendered and compared (never 900-999)."""
     methods: list[str] = field(default_factory=lambda: list(DEMO_METHODS))
     """Methods compared (a learned method whose shipped model is missing is skipped, with the reason)."""
