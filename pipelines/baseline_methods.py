@@ -36,6 +36,7 @@ class PixelNeRFMethod:
     @torch.no_grad()
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         self.last_inputs = inputs
+        self.last_stats = {"field_renders": len(targets)}
         return self.render_scene(targets)
 
     @torch.no_grad()
@@ -43,7 +44,6 @@ class PixelNeRFMethod:
         """Images (N, 3, H, W) at any cameras, conditioned on the last scene's inputs."""
         images = self.last_inputs.images.to(self.device)
         pred = self.model.render(images, self.last_inputs.cameras.to(self.device), cameras.to(self.device))
-        self.last_stats = {"field_renders": len(cameras)}
         return at_target_size(pred.float(), cameras)
 
 

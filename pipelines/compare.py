@@ -11,21 +11,20 @@ missing is skipped with the reason.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from scenes.co3d import CO3DDataset
 from scenes.errors import CheckpointMissing, UserError
 from scenes.io import write_image, write_json
 from scenes.normalize import circle_path
-from scenes.splits import EvalScene, eval_scenes, eval_sequences
+from scenes.splits import EvalScene
 
 from .evaluate import DataConfig, EvaluateConfig, _scalars, evaluate, markdown_table, read_predictions
 from .methods import Method, available_methods
 from .metrics import Unavailable, summarize, to_jsonable
-from .processes import launched_processes, processes
+from .processes import processes
 from .runtime import machine_info, output_dir
 
 ALL_METHODS = ["nearest-view", "eft", "vldm", "pixelnerf", "dfm", "sparsefusion", "sparsefusion-fast"]
@@ -116,10 +115,10 @@ def compare(cfg: CompareConfig) -> dict | None:
         start = time.perf_counter()
         per_cat = {}
         for cat in categories:
-            ecfg = EvaluateConfig(method=method, data=DataConfig(**{**asdict(cfg.data), "category": cat}),
-                                  out=str(out / cat / method), checkpoint=getattr(cfg.models, MODEL_OF.get(method, ""), None),
-                                  device=cfg.device, seed=cfg.seed, lpips_net=cfg.lpips_net, fid=cfg.fid,
-                                  resume=cfg.resume)
+            model = MODEL_OF.get(method)  # None: a method without a model (nearest-view)
+            ecfg = EvaluateConfig(method=method, data=replace(cfg.data, category=cat), out=str(out / cat / method),
+                                  checkpoint=getattr(cfg.models, model) if model else None, device=cfg.device,
+                                  seed=cfg.seed, lpips_net=cfg.lpips_net, fid=cfg.fid, resume=cfg.resume)
             try:
                 per_cat[cat] = evaluate(ecfg, on_scene=hook)
             except CheckpointMissing as err:
@@ -130,7 +129,7 @@ def compare(cfg: CompareConfig) -> dict | None:
             results[method] = {"per_category": per_cat, "wall_seconds": time.perf_counter() - start}
     if not procs.is_main:
         return None
-    report = _report(cfg, categories, out, results, skipped)
+    report = _report(cfg, categories, out, results, skipped, procs.count)
     print(report["markdown"])
     return report
 
@@ -147,7 +146,8 @@ def _pooled(method: str, per_cat: dict[str, dict]) -> dict:
             "availability": first["availability"]}
 
 
-def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict, skipped: dict) -> dict:
+def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict, skipped: dict,
+            n_processes: int) -> dict:
     """compare.md, compare.json and grid.png from the gathered summaries."""
     pooled = [_pooled(m, r["per_category"]) for m, r in results.items()]
     d = cfg.data
@@ -171,7 +171,7 @@ def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict,
     lines += ["Wall time per method: " + ", ".join(f"{m} {r['wall_seconds']:.1f} s" for m, r in results.items()), ""]
     text = "\n".join(lines)
     (out / "compare.md").write_text(text)
-    report = {"categories": categories, "data": asdict(cfg.data), "processes": launched_processes(),
+    report = {"categories": categories, "data": asdict(cfg.data), "processes": n_processes,
               "machine": machine_info(), "skipped": skipped, "turntables": gifs,
               "methods": {m: {"scenes": p["scenes"], "mean": p["mean"], "set": p.get("set", {}),
                               "wall_seconds": r["wall_seconds"],
@@ -186,15 +186,14 @@ def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict,
 def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str]):
     """grid.png: per scene, inputs, the ground truth and each method at the least-seen target."""
     from .baseline_methods import least_seen
-    from .figures import image_grid
+    from .figures import image_grid, scenes_of
 
     if cfg.grid_scenes <= 0 or not methods:
         return None
     d = cfg.data
-    ds = CO3DDataset(d.root, category)
-    seqs = eval_sequences(ds, d.subset, d.split, d.max_scenes)[: cfg.grid_scenes]
+    first = min(cfg.grid_scenes, d.max_scenes or cfg.grid_scenes)
     rows = []
-    for scene in eval_scenes(ds, seqs, d.views, d.options(), d.eval_frames):
+    for scene in scenes_of(replace(d, category=category, max_scenes=first)):
         k = least_seen(scene.inputs.cameras, scene.targets.cameras)
         frame = scene.targets.frame_numbers[k]
         preds = [read_predictions(out / category / m, scene.name, [frame])[0] for m in methods]

@@ -80,7 +80,7 @@ def vldm_samples(cfg: FigureConfig) -> np.ndarray:
     eft = EFTMethod(MethodContext(device, cfg.checkpoint))
     sampler = VLDMSampleMethod(MethodContext(device, cfg.checkpoint), steps=cfg.steps, pipe=eft.pipe)
     rows = []
-    for scene in _scenes(cfg):
+    for scene in scenes_of(cfg.data):
         target = scene.targets.select([cfg.target])
         row = [*scene.inputs.images, target.images[0], eft.predict(scene.inputs, target.cameras)[0]]
         for seed in cfg.seeds:
@@ -98,7 +98,7 @@ def baselines(cfg: FigureConfig) -> np.ndarray:
     pn = PixelNeRFMethod(MethodContext(device, cfg.pixelnerf_checkpoint))
     dfm = DFMMethod(MethodContext(device, cfg.checkpoint), steps=cfg.steps)
     rows = []
-    for scene in _scenes(cfg):
+    for scene in scenes_of(cfg.data):
         target = scene.targets.select([least_seen(scene.inputs.cameras, scene.targets.cameras)])
         row = [*scene.inputs.images, target.images[0], pn.predict(scene.inputs, target.cameras)[0]]
         for seed in cfg.seeds:
@@ -116,7 +116,7 @@ def dfm_turntable(cfg: FigureConfig) -> Tensor:
 
     device = resolve_device(cfg.device)
     model = load_dfm(cfg.checkpoint, device)
-    scene = next(_scenes(cfg))
+    scene = next(scenes_of(cfg.data))
     every = circle_path(scene.inputs.cameras, cfg.frames)
     step = max(1, cfg.frames // (cfg.path_views + 1))
     path = every[list(range(step, step * (cfg.path_views + 1), step))[: cfg.path_views]]
@@ -135,9 +135,9 @@ def dfm_turntable(cfg: FigureConfig) -> Tensor:
     return frames.clamp(0, 1).cpu()
 
 
-def _scenes(cfg: FigureConfig):
-    ds = CO3DDataset(cfg.data.root, cfg.data.category)
-    d = cfg.data
+def scenes_of(d: DataConfig):
+    """The evaluation scenes a data config selects, loaded one by one."""
+    ds = CO3DDataset(d.root, d.category)
     return eval_scenes(ds, eval_sequences(ds, d.subset, d.split, d.max_scenes), d.views, d.options(), d.eval_frames)
 
 

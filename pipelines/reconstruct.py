@@ -91,32 +91,38 @@ class ReconScene:
     targets: Views | None = None
 
 
-def _selection(cfg: ReconstructConfig) -> list[str]:
-    """Names of the scenes the config selects, in order (validates --scene and custom input flags)."""
+def _sequences(cfg: ReconstructConfig) -> tuple[CO3DDataset | None, list]:
+    """The dataset and the evaluation sequences the config reads ((None, []) for custom input)."""
     if cfg.images:
         if not cfg.cameras:
             raise UserError("images=... needs cameras=<camera JSON or transforms.json>")
-        return ["custom"]
+        return None, []
     if cfg.cameras:
         raise UserError("cameras=... is for custom input; give images=... too")
     d = cfg.data
-    names = [s.name for s in eval_sequences(CO3DDataset(d.root, d.category), d.subset, d.split,
-                                            None if cfg.scene else d.max_scenes)]
+    dataset = CO3DDataset(d.root, d.category)
+    return dataset, eval_sequences(dataset, d.subset, d.split, None if cfg.scene else d.max_scenes)
+
+
+def _selection(cfg: ReconstructConfig, seqs: list) -> list[str]:
+    """Names of the scenes the config selects, in order (validates --scene)."""
+    if cfg.images:
+        return ["custom"]
+    names = [s.name for s in seqs]
     if cfg.scene and cfg.scene not in names:
+        d = cfg.data
         raise UserError(f"scene {cfg.scene!r} is not in {d.category}/{d.subset}/{d.split} "
                         f"({len(names)} scenes, e.g. {', '.join(names[:3])})")
     return [cfg.scene] if cfg.scene else names
 
 
-def _scenes(cfg: ReconstructConfig, keep: set[str]):
+def _scenes(cfg: ReconstructConfig, keep: set[str], dataset: CO3DDataset | None, seqs: list):
     """The selected scenes named in ``keep``, loaded one by one (custom input or dataset scenes)."""
     if cfg.images:
         if "custom" in keep:
             yield ReconScene("custom", load_custom_views(cfg.images, cfg.cameras, cfg.masks, cfg.data.options()))
         return
     d = cfg.data
-    dataset = CO3DDataset(d.root, d.category)
-    seqs = eval_sequences(dataset, d.subset, d.split, None if cfg.scene else d.max_scenes)
     skip = lambda i: seqs[i].name not in keep  # noqa: E731
     for sc in eval_scenes(dataset, seqs, d.views, d.options(), d.eval_frames, skip=skip):
         yield ReconScene(sc.name, sc.inputs, sc.targets)
@@ -195,12 +201,13 @@ def run(cfg: ReconstructConfig) -> dict | None:
     if procs.is_main:
         save_config(cfg, out)
     device = procs.device
-    names = _selection(cfg)
+    dataset, seqs = _sequences(cfg)
+    names = _selection(cfg, seqs)
     mine = procs.mine(names)
     todo = [n for n in mine if not (cfg.resume and (out / n / "metrics.json").is_file())]
     for n in sorted(set(mine) - set(todo)):
         print(f"{n}: finished earlier, kept ({out / n / 'metrics.json'})")
-    scenes = _scenes(cfg, set(todo))
+    scenes = _scenes(cfg, set(todo), dataset, seqs)
     first = next(scenes, None)  # validate the input before loading any model
     if first is not None:
         pipe = load_teacher_model(cfg, device)
