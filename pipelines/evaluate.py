@@ -57,10 +57,13 @@ class DataConfig:
     """Normalise each scene (axes' nearest point at the origin, mean camera distance 3)."""
     masked: bool = True
     """Foreground-mask the images on black."""
+    soft_masks: bool = False
+    """Mask before resizing and keep edge pixels' partial coverage (see CO3DOptions.soft_masks); false is
+    the benchmark's (implicitron's) order, whose edge pixels keep some background colour."""
 
     def options(self) -> CO3DOptions:
         """Reader options of this config."""
-        return CO3DOptions(self.crop, self.image_size, self.normalize, self.masked)
+        return CO3DOptions(self.crop, self.image_size, self.normalize, self.masked, self.soft_masks)
 
 
 @dataclass

@@ -38,6 +38,11 @@ class CO3DOptions:
     """Normalise each sequence: axes' nearest point at the origin, mean camera distance 3."""
     masked: bool = True
     """Multiply images by their foreground mask (black background)."""
+    soft_masks: bool = False
+    """Mask at the native size, then resize image and mask alike (antialiased bilinear): an edge pixel keeps its
+    partial coverage, as a renderer with a black background draws it. False is implicitron's order
+    (bilinear image, nearest mask, multiply after resizing), which leaves the background's colour in
+    edge pixels: the benchmark convention."""
 
 
 @dataclass
@@ -251,6 +256,9 @@ class CO3DDataset:
 def prepare_frame(img: torch.Tensor, mask: torch.Tensor, cam: Cameras, opt: CO3DOptions):
     """Crop, resize and mask one frame: image (3,H,W), mask (1,H,W) -> image, mask, valid region, camera."""
     h, w = img.shape[1:]
+    soft = opt.soft_masks and opt.masked
+    if soft:
+        img = img * mask  # premultiplied before any resampling
     if opt.crop:
         x0, y0, x1, y1 = crop_box(mask_bbox(mask[0].numpy()), h, w)
         img, mask = img[:, y0:y1, x0:x1], mask[:, y0:y1, x0:x1]
@@ -262,11 +270,11 @@ def prepare_frame(img: torch.Tensor, mask: torch.Tensor, cam: Cameras, opt: CO3D
         nh, nw = (max(1, math.floor(d * s + 1e-6)) for d in (cam.height, cam.width))
         canvas = torch.zeros(5, size, size)
         canvas[:3, :nh, :nw] = _resize(img, (nh, nw), "bilinear").clamp(0, 1)
-        canvas[3:4, :nh, :nw] = _resize(mask, (nh, nw), "nearest")
+        canvas[3:4, :nh, :nw] = _resize(mask, (nh, nw), "bilinear" if soft else "nearest").clamp(0, 1)
         canvas[4, :nh, :nw] = 1.0
         img, mask, valid = canvas[:3], canvas[3:4], canvas[4:5]
         cam = cam.resize(size, size)
-    if opt.masked:
+    if opt.masked and not soft:
         img = img * mask
     return img, mask, valid, cam
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import write_sphere_dataset
-from scenes.co3d import CO3DDataset, CO3DOptions, crop_box, mask_bbox
+from scenes.cameras import Cameras, intrinsics_from_fov
+from scenes.co3d import CO3DDataset, CO3DOptions, crop_box, mask_bbox, prepare_frame
 from scenes.errors import UserError
 from scenes.splits import eval_frame_indices, eval_scenes, eval_sequences
 
@@ -54,6 +55,46 @@ def test_crop_and_resize_keep_projection_consistent(tmp_path):
     # the mask projects where the sphere is: the centre pixel of the sphere is foreground
     u, v = uv_new[0, 0].round().long().tolist()
     assert views.masks[0, 0, v, u] == 1
+
+
+def _white_frame_with_square():
+    """A 100² white frame with a (0.2, 0.6, 0.4) square whose edges fall inside 32² output pixels."""
+    img, mask = torch.ones(3, 100, 100), torch.zeros(1, 100, 100)
+    img[:, 31:70, 31:70] = torch.tensor([0.2, 0.6, 0.4])[:, None, None]
+    mask[:, 31:70, 31:70] = 1.0
+    cam = Cameras(torch.eye(3)[None], torch.tensor([[0.0, 0.0, 3.0]]), intrinsics_from_fov(40, 100, 100)[None], 100, 100)
+    return img, mask, cam
+
+
+def test_soft_masks_keep_coverage_and_no_background_colour():
+    img, mask, cam = _white_frame_with_square()
+    colour = torch.tensor([0.2, 0.6, 0.4])[:, None, None]
+    hard, hard_mask, _, _ = prepare_frame(img, mask, cam, CO3DOptions(crop=True, image_size=32, normalize=False))
+    soft, soft_mask, _, cam_soft = prepare_frame(img, mask, cam, CO3DOptions(crop=True, image_size=32,
+                                                                            normalize=False, soft_masks=True))
+    # implicitron's order: binary mask, and edge pixels brighter than the object (white background bleeds in)
+    assert set(hard_mask.unique().tolist()) <= {0.0, 1.0}
+    assert (hard - colour * hard_mask).amax() > 0.1
+    # soft masks: partial coverage at the edges, and every pixel is the object's colour times its coverage
+    edge = (soft_mask > 0.05) & (soft_mask < 0.95)
+    assert edge.sum() > 10
+    torch.testing.assert_close(soft, colour * soft_mask, atol=2e-3, rtol=0)
+    # same crop and camera either way; the soft mask sums to the square's area in output pixels
+    torch.testing.assert_close(cam_soft.K, prepare_frame(img, mask, cam, CO3DOptions(crop=True, image_size=32,
+                                                                                     normalize=False))[3].K)
+    s = 32 / _crop_side(mask)  # output pixels per input pixel
+    torch.testing.assert_close(soft_mask.sum(), torch.tensor(39.0**2 * s**2), rtol=2e-2, atol=0)
+    # native size and no crop: both orders are the plain product
+    raw = CO3DOptions(crop=False, image_size=None, normalize=False)
+    torch.testing.assert_close(prepare_frame(img, mask, cam, raw)[0],
+                               prepare_frame(img, mask, cam, CO3DOptions(crop=False, image_size=None, normalize=False,
+                                                                         soft_masks=True))[0])
+
+
+def _crop_side(mask):
+    """The longer side of a frame's crop box."""
+    x0, y0, x1, y1 = crop_box(mask_bbox(mask[0].numpy()), *mask.shape[1:])
+    return max(x1 - x0, y1 - y0)
 
 
 def test_mask_bbox_and_context():
