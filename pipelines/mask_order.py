@@ -13,35 +13,23 @@ resizing, ``soft_masks``) against the benchmark's ground truth at the photometri
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
-import torch
-
-from scenes.co3d import CO3DDataset, CO3DOptions, prepare_frame
-from scenes.io import read_image
-from scenes.splits import eval_frame_indices, eval_sequences
-
+from .evaluate import DataConfig
+from .figures import scenes_of
 from .metrics import psnr, psnr_fg
 
 
-def masking_order_psnr(root: str, category: str, max_scenes: int, views: int = 24, size: int = 64,
-                       n_eval: int = 32) -> list[tuple[str, float, float]]:
+def masking_order_psnr(root: str, category: str, max_scenes: int, views: int = 24, size: int = 64
+                       ) -> list[tuple[str, float, float]]:
     """(scene, PSNR, foreground PSNR) of the soft-masked targets against the benchmark's targets."""
-    ds = CO3DDataset(root, category)
-    hard_opt = CO3DOptions(crop=True, image_size=size, normalize=False, masked=True)
-    soft_opt = CO3DOptions(crop=True, image_size=size, normalize=False, masked=True, soft_masks=True)
+    hard = DataConfig(root=root, category=category, views=views, image_size=size, max_scenes=max_scenes,
+                      normalize=False)
     rows = []
-    for index, seq in enumerate(eval_sequences(ds, "fewview_dev", "test", max_scenes)):
-        _, targets = eval_frame_indices(len(seq.frames), index, views, n_eval)
-        frames = [seq.frames[i] for i in targets]
-        gt, soft, masks, valid = [], [], [], []
-        for fr, cam in zip(frames, ds.raw_cameras(frames)):
-            img = torch.from_numpy(read_image(ds.resolve(fr["image"]["path"]), "RGB")).permute(2, 0, 1)
-            mask = torch.from_numpy(read_image(ds.resolve(fr["mask"]["path"]), "L"))[None]
-            g, m, v, _ = prepare_frame(img, mask, cam, hard_opt)
-            gt.append(g), masks.append(m), valid.append(v)
-            soft.append(prepare_frame(img, mask, cam, soft_opt)[0])
-        gt, soft, masks, valid = (torch.stack(x) for x in (gt, soft, masks, valid))
-        rows.append((seq.name, float(psnr(soft, gt, valid).mean()), float(psnr_fg(soft, gt, masks).mean())))
+    for gt, soft in zip(scenes_of(hard), scenes_of(replace(hard, soft_masks=True))):
+        t, s = gt.targets, soft.targets
+        rows.append((gt.name, float(psnr(s.images, t.images, t.valid).mean()),
+                     float(psnr_fg(s.images, t.images, t.masks).mean())))
     return rows
 
 
