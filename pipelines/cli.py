@@ -110,7 +110,8 @@ def _train_vae_cmd() -> Command:
         lambda: tv.TrainVAEConfig, tv.run,
         {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
          "steps": ("train.steps", int, "optimizer steps in total"),
-         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder"),
+         "init-from": ("train.init_from", str, "a saved model/ folder to start from (weights only)")},
     )
 
 
@@ -123,7 +124,8 @@ def _train_vldm_cmd() -> Command:
         {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
          "vae": ("model.vae", str, "autoencoder folder or SD checkpoint file"),
          "steps": ("train.steps", int, "optimizer steps in total"),
-         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder"),
+         "init-from": ("train.init_from", str, "a saved model/ folder to start from (weights only)")},
     )
 
 
@@ -135,7 +137,8 @@ def _train_pixelnerf_cmd() -> Command:
         lambda: tp.TrainPixelNeRFConfig, tp.run,
         {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
          "steps": ("train.steps", int, "optimizer steps in total"),
-         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder"),
+         "init-from": ("train.init_from", str, "a saved model/ folder to start from (weights only)")},
     )
 
 
@@ -148,7 +151,8 @@ def _train_dfm_cmd() -> Command:
         {**{k: v for k, v in DATA_FLAGS.items() if k != "views"},
          "warm-start": ("warm_start", str, "pixelNeRF folder to start from"),
          "steps": ("train.steps", int, "optimizer steps in total"),
-         "resume": ("train.resume", str, "'latest' or a checkpoint folder")},
+         "resume": ("train.resume", str, "'latest' or a checkpoint folder"),
+         "init-from": ("train.init_from", str, "a saved model/ folder to start from (weights only)")},
     )
 
 

@@ -63,6 +63,8 @@ class TrainVAEConfig:
     """Validation frames spread evenly over the validation sequences (reconstruction PSNR)."""
     scale_frames: int = 256
     """Training frames whose latent std sets the scaling factor."""
+    val_loss_frames: int = 64
+    """Validation frames of the periodic validation figures (``train.val_every``): PSNR and L1 of decode(encode(x))."""
     cache: bool = True
     """Load all training frames into memory once (uint8) instead of decoding JPEGs every step."""
     out: str | None = None
@@ -129,6 +131,49 @@ def reconstruction_psnr(vae, frames, batch_size: int = 32) -> float:
     return torch.cat(values).mean().item()
 
 
+@torch.no_grad()
+def colour_error(vae, frames, batch_size: int = 32) -> float:
+    """Mean absolute error (in [0, 1]) of each object's mean foreground colour, reconstruction against truth.
+
+    Per sequence of ``frames`` (a :class:`TrainFrames`), the mean RGB over its frames' foreground
+    pixels (mask > 0.5) of the truth and of decode(encode(x)); the error is averaged over RGB and sequences.
+    """
+    from vldm.autoencoder import decode, encode
+
+    sums: dict[int, torch.Tensor] = {}  # sequence -> (2, 3) colour sums (truth, reconstruction)
+    counts: dict[int, float] = {}
+    for start in range(0, len(frames), batch_size):
+        idx = range(start, min(start + batch_size, len(frames)))
+        items = [frames[i] for i in idx]
+        x = torch.stack([it["image"] for it in items])
+        fg = torch.stack([(it["mask"] > 0.5) & (it["valid"] > 0.5) for it in items]).float()  # (B, 1, H, W)
+        rec = decode(vae, encode(vae, x)).float().cpu()
+        for k, i in enumerate(idx):
+            s = frames.frames[i][0]
+            both = torch.stack([(x[k] * fg[k]).sum((1, 2)), (rec[k] * fg[k]).sum((1, 2))])
+            sums[s] = sums.get(s, 0) + both
+            counts[s] = counts.get(s, 0.0) + float(fg[k].sum())
+    errors = [(v[0] - v[1]).abs().mean() / counts[s] for s, v in sums.items() if counts[s] > 0]
+    return float(torch.stack(errors).mean()) if errors else float("nan")
+
+
+def make_val(frames):
+    """The fixed validation figures of a training run: PSNR and L1 of decode(encode(x)) on ``frames``."""
+    from vldm.autoencoder import decode, encode
+
+    from .metrics import psnr
+
+    images = torch.stack([frames[i]["image"] for i in range(len(frames))])
+    valid = torch.stack([frames[i]["valid"] for i in range(len(frames))])
+
+    def val(models):
+        vae = models["vae"].vae
+        rec = torch.cat([decode(vae, encode(vae, images[i:i + 32])).float().cpu() for i in range(0, len(images), 32)])
+        return {"psnr": psnr(rec, images, valid).mean().item(), "l1": (rec - images).abs().mean().item()}
+
+    return val
+
+
 def _stack_images(frames, n: int) -> torch.Tensor:
     from scenes.training import TrainFrames
 
@@ -153,6 +198,8 @@ def run(cfg: TrainVAEConfig) -> dict:
     from scenes.training import FrameStore, TrainFrames, training_sequences
     from vldm.autoencoder import downsampling, fit_scaling_factor, small_vae
 
+    from .trainer import init_from_model
+
     wall = time.perf_counter()
     d = cfg.data
     if d.image_size is None:
@@ -175,6 +222,8 @@ def run(cfg: TrainVAEConfig) -> dict:
     torch.manual_seed(cfg.train.seed)
     vae = small_vae(tuple(cfg.model.block_out_channels), cfg.model.latent_channels,
                     cfg.model.layers_per_block, d.image_size)
+    if cfg.train.init_from:
+        init_from_model(cfg.train.init_from, {"": vae})
     trainer = Trainer(cfg.train, {"vae": VAEWithKL(vae)}, out)
     lpips, lpips_state = perceptual_loss(cfg.lpips_weight)
     if lpips is not None:
@@ -187,16 +236,20 @@ def run(cfg: TrainVAEConfig) -> dict:
     def final(models, ema_models, folder):
         best["vae"] = (ema_models or models)["vae"].vae.eval()
 
-    result = trainer.fit(frames, make_step(cfg, lpips), final_fn=final)
+    val_store = FrameStore(dataset, val_seqs, d.options(), cache=False, progress=False)
+    val_fn = make_val(TrainFrames.evenly(val_store, cfg.val_loss_frames)) if cfg.train.val_every else None
+    result = trainer.fit(frames, make_step(cfg, lpips), final_fn=final, val_fn=val_fn)
     if not trainer.is_main:
         return result
     vae = best["vae"]
     scale = fit_scaling_factor(vae, _stack_images(frames, cfg.scale_frames))
     save_model(vae, out / "model")
-    val = TrainFrames.evenly(FrameStore(dataset, val_seqs, d.options(), cache=False, progress=False), cfg.val_frames)
+    val = TrainFrames.evenly(val_store, cfg.val_frames)
     value = reconstruction_psnr(vae, val)
+    colour = colour_error(vae, val)
     metrics = {
-        "psnr": value, "val_frames": len(val), "val_set": f"{cfg.val_subset}/{cfg.val_split}",
+        "psnr": value, "colour_mae": colour, "val_frames": len(val), "val_set": f"{cfg.val_subset}/{cfg.val_split}",
+        "init_from": cfg.train.init_from,
         "scaling_factor": scale, "latent_shape": [cfg.model.latent_channels, d.image_size // downsampling(vae),
                                                   d.image_size // downsampling(vae)],
         "steps": result["steps"], "train_seconds": result["seconds"], "images_per_s": result["images_per_s"],
@@ -206,6 +259,7 @@ def run(cfg: TrainVAEConfig) -> dict:
     }
     write_json(out / "metrics.json", metrics)
     print(f"train-vae: reconstruction PSNR {value:.2f} dB on {len(val)} validation frames "
-          f"({cfg.val_subset}/{cfg.val_split}); scaling factor {scale:.4f}; "
+          f"({cfg.val_subset}/{cfg.val_split}), per-object mean foreground colour error {colour * 255:.1f}/255; "
+          f"scaling factor {scale:.4f}; "
           f"{result['images_per_s']:.1f} images/s; model in {out / 'model'}")
     return {**result, **metrics, "out": str(out)}

@@ -22,7 +22,7 @@ from scenes.training import TrainViews, cameras_of, collate_single
 from .config import save_config
 from .evaluate import DataConfig
 from .runtime import output_dir
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, init_from_model
 
 
 @dataclass
@@ -81,6 +81,12 @@ class TrainVLDMConfig:
     """Pseudo-Huber scale of the EFT RGB loss."""
     cache: bool = True
     """Load all training frames into memory once (small datasets, CPU training)."""
+    val_subset: str = "fewview_dev"
+    """Set list of the fixed validation examples (``train.val_every``)."""
+    val_split: str = "test"
+    """Part of the validation set list."""
+    val_examples: int = 16
+    """Fixed validation examples (contexts, query, t and noise the same at every evaluation)."""
     out: str | None = None
     """Output folder (default outputs/train-vldm/<category>)."""
 
@@ -138,6 +144,39 @@ def make_step(pipe, cfg: TrainVLDMConfig):
     return step
 
 
+def make_val(pipe, cfg: TrainVLDMConfig, views: TrainViews):
+    """The fixed validation loss: the training loss (no conditioning dropout) + EFT PSNR on fixed examples."""
+    from vldm.autoencoder import encode
+    from vldm.diffusion import diffusion_loss, valid_to_latent
+
+    from .metrics import psnr
+
+    size = (cfg.data.image_size // pipe.vae_factor,) * 2
+    examples = [views.example(i, epoch=0) for i in range(min(cfg.val_examples, len(views)))]
+
+    def val(models):
+        eft, unet = models["eft"], models["unet"]
+        dev = next(unet.parameters()).device
+        g = torch.Generator(dev).manual_seed(0)
+        sums = {"loss": 0.0, "diffusion": 0.0, "rgb": 0.0, "eft_psnr": 0.0}
+        for ex in examples:
+            ctx, query = cameras_of(ex, "context").to(dev), cameras_of(ex, "query").to(dev)
+            image, valid_px = ex["query_image"].to(dev), ex["query_valid"].to(dev)
+            out = eft(ex["context_images"].to(dev), ctx, query, size)
+            valid = valid_to_latent(valid_px, size)
+            d = diffusion_loss(unet, pipe.scheduler, encode(pipe.vae.to(dev), image), out.features, valid,
+                               cfg.diffusion_repeats, 0.0, generator=g).item()
+            target = F.interpolate(image, size=size, mode="area")
+            r = pseudo_huber(out.rgb, target, cfg.huber_delta, valid).item()
+            sums["diffusion"] += d
+            sums["rgb"] += r
+            sums["loss"] += d + r
+            sums["eft_psnr"] += psnr(out.rgb.float().cpu(), target.cpu(), valid.cpu()).mean().item()
+        return {k: v / len(examples) for k, v in sums.items()}
+
+    return val
+
+
 def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
     """Periodic sample grids: per row context views, ground truth, EFT RGB, a 25-step DDIM sample."""
 
@@ -166,7 +205,15 @@ def run(cfg: TrainVLDMConfig) -> dict:
     views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
                        frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
                        cache=cfg.cache, seed=cfg.train.seed)
+    if cfg.train.init_from:
+        init_from_model(cfg.train.init_from, {"eft": pipe.eft, "unet": pipe.unet})
     trainer = Trainer(cfg.train, {"eft": pipe.eft, "unet": pipe.unet}, out)
+    val_fn = None
+    if cfg.train.val_every and trainer.is_main:
+        val_views = TrainViews(ds, cfg.val_subset, cfg.val_split, cfg.data.options(), min_frames=cfg.min_frames,
+                               frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
+                               cache=False, seed=cfg.train.seed, progress=False)
+        val_fn = make_val(pipe, cfg, val_views)
 
     def final(models, ema_models, folder):
         best = ema_models or models
@@ -174,6 +221,7 @@ def run(cfg: TrainVLDMConfig) -> dict:
         pipe.save_pretrained(Path(folder) / "model")
 
     sampler = make_sampler(pipe, views, out) if cfg.train.sample_every else None
-    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final,
+                         val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

@@ -5,7 +5,8 @@ A command builds its models and a ``step_fn(models, batch, step) -> {"loss": ten
 gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``), mixed precision,
 checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
 ``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
-random and data state, ``log.jsonl``, periodic samples, and a clear stop on a NaN loss.
+random and data state, ``log.jsonl``, periodic samples, a fixed validation loss, a weights-only
+start from a saved ``model/`` folder (``init_from``), a cosine learning rate, and a clear stop on a NaN loss.
 
 Data order: per epoch one permutation of the dataset (seeded by seed and epoch) is split across
 processes, so each process draws different examples; the position in it follows from the
@@ -48,7 +49,11 @@ class TrainConfig:
     steps: int = 1000
     """Optimizer steps in total (a resumed run counts the steps done before it)."""
     lr: float = 1e-4
-    """Adam learning rate (constant)."""
+    """Adam learning rate (the peak of the schedule)."""
+    lr_schedule: str = "constant"
+    """constant, or cosine: decay from lr to lr·lr_min_ratio over the run's steps (set from the step, so resumes exactly)."""
+    lr_min_ratio: float = 0.1
+    """Final learning rate of the cosine schedule as a fraction of lr."""
     batch_size: int = 1
     """Examples per process per micro-step (one sequence per example for view-conditioned models)."""
     grad_accum: int = 1
@@ -75,6 +80,11 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
     resume: str | None = None
     """'latest' (the newest complete checkpoint in the output folder, if any) or a checkpoint folder."""
+    init_from: str | None = None
+    """A saved ``model/`` folder to start from: weights only (optimizer, step and data order start fresh);
+    a checkpoint found by ``resume`` still wins over it."""
+    val_every: int = 0
+    """Log the fixed validation loss (same examples, t and noise every time) every N optimizer steps (0: never)."""
 
 
 class TrainingDiverged(UserError):
@@ -89,6 +99,48 @@ def complete_checkpoints(out_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` (0-based) of ``cfg.steps``."""
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(max(step / max(cfg.steps, 1), 0.0), 1.0)
+    return cfg.lr_min_ratio + (1.0 - cfg.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def init_from_model(folder: str | Path, parts: dict[str, nn.Module]) -> None:
+    """Copy the weights of a saved model folder into ``parts`` (subfolder name -> module; '' = the folder itself).
+
+    Weights only: each part's ``*.safetensors`` must match the module's parameters and buffers
+    exactly (same architecture), else one clear error names the first difference.
+    """
+    from safetensors.torch import load_file
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"train.init_from={str(folder)!r} is not a folder (give a saved model/ folder)")
+    for sub, module in parts.items():
+        where = root / sub if sub else root
+        files = sorted(where.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"train.init_from: no *.safetensors weights in {where} (expected a saved model/ folder)")
+        state = {}
+        for f in files:
+            state.update(load_file(f))
+        own = module.state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
+        if missing or unexpected or shapes:
+            first = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
+                     else f"{shapes[0]} is {tuple(state[shapes[0]].shape)}, the model's {tuple(own[shapes[0]].shape)}")
+            raise UserError(f"train.init_from: {where} holds another architecture than this config builds ({first}); "
+                            "use the config the model was trained with")
+        module.load_state_dict(state)
+    print(f"initialised from {root} (weights only)")
+
+
 def validate(cfg: TrainConfig) -> None:
     """Refuse settings that cannot work, naming the key."""
     checks = [
@@ -99,6 +151,9 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.keep_last >= 1, "train.keep_last must be >= 1"), (cfg.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.sample_every >= 0, "train.sample_every must be >= 0"), (cfg.num_workers >= 0, "train.num_workers must be >= 0"),
         (cfg.max_grad_norm >= 0, "train.max_grad_norm must be >= 0"),
+        (cfg.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
+        (0 <= cfg.lr_min_ratio <= 1, "train.lr_min_ratio must be in [0, 1]"),
+        (cfg.val_every >= 0, "train.val_every must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -141,6 +196,7 @@ class Trainer:
         optimizer = torch.optim.Adam(param_groups or [{"params": self.params}], lr=cfg.lr)
         prepared = acc.prepare(*[models[n] for n in trainable], optimizer)
         self.optimizer = prepared[-1]
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.models = {n: (prepared[trainable.index(n)] if n in trainable else m.to(acc.device))
                        for n, m in models.items()}
         self.trainable = trainable
@@ -176,7 +232,8 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def fit(self, dataset, step_fn: Callable[[dict, object, int], dict], collate_fn=None,
             sample_fn: Callable[[dict, int], None] | None = None,
-            final_fn: Callable[[dict, dict | None, Path], None] | None = None) -> dict:
+            final_fn: Callable[[dict, dict | None, Path], None] | None = None,
+            val_fn: Callable[[dict], dict] | None = None) -> dict:
         """Train to ``cfg.steps``; returns a summary (steps, seconds, images/s, last loss, out).
 
         ``step_fn(models, batch, step)`` gets the prepared models (call them; use ``unwrapped``
@@ -185,6 +242,9 @@ class Trainer:
         ``sample_fn(unwrapped_models, step)`` runs on the main process, in eval mode, without
         gradients and on its own random stream. ``final_fn(unwrapped_models, ema_models, out)``
         runs once at the end on the main process (``ema_models`` is None without EMA).
+        ``val_fn(unwrapped_models) -> {name: float}`` is the fixed validation loss: run like
+        ``sample_fn`` every ``val_every`` steps (and before the first step of a fresh run); its
+        values go to ``log.jsonl`` as ``val_<name>`` rows.
         """
         cfg, acc = self.cfg, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
@@ -197,8 +257,12 @@ class Trainer:
                    disable=not self.is_main, dynamic_ncols=True)
         for m in self.trainable:
             self.models[m].train()
+        do_val = val_fn is not None and cfg.val_every > 0
+        if do_val and start == 0:
+            self._validate(val_fn, log)
         try:
             while self.step < cfg.steps:
+                self._set_lr()
                 batch = next(batches)
                 with acc.accumulate(*[self.models[n] for n in self.trainable]):
                     out = step_fn(self.models, batch, self.step)
@@ -227,6 +291,8 @@ class Trainer:
                     self.save_checkpoint(time.perf_counter() - t_start)
                 if sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._sample(sample_fn)
+                if do_val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                    self._validate(val_fn, log)
         finally:
             bar.close()
         seconds = time.perf_counter() - t_start
@@ -293,6 +359,18 @@ class Trainer:
                  "lowering train.lr or fixing the data)") if kept else "no checkpoint had been saved yet"
         value = loss.detach().float().mean().item()
         raise TrainingDiverged(f"loss is {value} at step {self.step + 1}: training stopped; {where}")
+
+    def _set_lr(self) -> None:
+        factor = lr_factor(self.cfg, self.step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+
+    def _validate(self, val_fn, log) -> None:
+        """The fixed validation loss on the main process, logged as one ``val_*`` row."""
+        values = {}
+        self._sample(lambda models, step: values.update(val_fn(models)))
+        if self.is_main:
+            log.write({"step": self.step, **{f"val_{k}": float(v) for k, v in values.items()}})
 
     def _sample(self, sample_fn) -> None:
         if self.is_main:

@@ -91,3 +91,20 @@ def test_clear_errors(setup, tmp_path, capsys):
     assert "junk.bin" in capsys.readouterr().err
     assert main(_args(root, vae, tmp_path / "b", "contexts_max=9", "frames_per_sample=10")) == 2
     assert "at most 8 views" in capsys.readouterr().err
+
+
+def test_validation_loss_is_fixed_and_init_from_continues_the_model(setup, tmp_path):
+    """The step-2 validation row of a run equals the step-0 row of a run started from its model/ folder."""
+    root, vae = setup
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(_args(root, vae, first, "--steps", "2", "train.val_every=2", "train.ema=false",
+                      "val_subset=fewview_dev", "val_examples=2")) == 0
+    assert main(_args(root, vae, second, "--steps", "1", "--init-from", str(first / "model"), "train.val_every=1",
+                      "train.ema=false", "val_subset=fewview_dev", "val_examples=2")) == 0
+    rows = lambda out: [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    v1 = {r["step"]: r for r in rows(first) if "val_loss" in r}
+    v2 = {r["step"]: r for r in rows(second) if "val_loss" in r}
+    assert sorted(v1) == [0, 2] and sorted(v2) == [0, 1]
+    assert {"val_diffusion", "val_rgb", "val_eft_psnr"} <= v1[2].keys()
+    assert v2[0]["val_loss"] == pytest.approx(v1[2]["val_loss"], rel=1e-5)  # same weights, examples, t, noise
+    assert v1[0]["val_loss"] != pytest.approx(v1[2]["val_loss"], rel=1e-5)  # and the figure moves with training
