@@ -33,7 +33,7 @@ def tiny_model_and_sphere(tmp_path_factory, n_seq: int):
     return folder, root
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm", "ddpm"])
 def test_sampling_shapes_and_seed(sampler):
     pipe = tiny_pipeline()
     cams = ring(4, size=16)
