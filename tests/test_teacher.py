@@ -182,3 +182,11 @@ def test_teacher_counts_the_official_schedule_per_sample():
                             generator=torch.Generator().manual_seed(0))
     assert x0.shape == (2, 3, 16, 16) and torch.isfinite(x0).all()
     assert teacher.unet_evaluations == 0 + (3 + 1)  # no step below t = 0.01; 3 steps + the Euler call at 0.031
+
+
+def test_expected_calls_of_the_official_schedule():
+    """t ~ U(0, 0.99): n = int(100t) is uniform on 0..98, steps = min(n, 50), calls = steps + 1 (0 for n = 0)."""
+    teacher = VLDMTeacher(tiny_pipeline(), torch.rand(2, 3, 16, 16), ring(2, size=16), steps=50,
+                          solver="plms-stochastic", steps_per_t=100)
+    exact = (sum(n + 1 for n in range(1, 50)) + 49 * 51) / 99  # 38.11 per target, ≈ 76,000 per 2000 targets
+    assert abs(teacher.expected_unet_calls(0.0, 0.99) - exact) < 1e-3

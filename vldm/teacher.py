@@ -81,6 +81,13 @@ class VLDMTeacher:
             return torch.full(t.shape, self.steps, dtype=torch.long)
         return (self.steps_per_t * t.detach().cpu().double()).long().clamp(max=self.steps)
 
+    def expected_unet_calls(self, t_min: float, t_max: float) -> float:
+        """Mean UNet calls per target for t ~ U(t_min, t_max) (×2 with guidance); paper: ≈ 38.1."""
+        t = t_min + (t_max - t_min) * (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
+        n = self.steps_for(t.float())
+        calls = n + (n > 0).long() if self.solver == "plms-stochastic" else n
+        return calls.double().mean().item() * (1 if self.guidance_scale == 1.0 else 2)
+
     def _solve(self, z_t: Tensor, t_idx: Tensor, cond: Tensor, steps: int, generator) -> Tensor:
         """x̂0 latents of z_t (B, c, h, w) in ``steps`` steps of the configured solver (and their UNet count)."""
         a = self.pipe.scheduler.alphas_cumprod
