@@ -30,6 +30,21 @@ def _noise(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
 
 
+def steps_for(t: Tensor, steps: int, steps_per_t: float) -> Tensor:
+    """Denoising steps (B,) for noise levels t (B,): ``steps``, or min(int(steps_per_t·t), steps) when > 0."""
+    if steps_per_t <= 0:
+        return torch.full(t.shape, steps, dtype=torch.long)
+    return (steps_per_t * t.detach().cpu().double()).long().clamp(max=steps)
+
+
+def expected_calls(steps: int, steps_per_t: float, solver: str, t_min: float, t_max: float) -> float:
+    """Mean UNet calls per target (no guidance) for t ~ U(t_min, t_max) with this schedule and solver."""
+    t = t_min + (t_max - t_min) * (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
+    n = steps_for(t.float(), steps, steps_per_t)
+    calls = n + (n > 0).long() if solver == "plms-stochastic" else n
+    return calls.double().mean().item()
+
+
 class VLDMTeacher:
     """Denoised targets for renders at prepared cameras, conditioned on fixed context views."""
 
@@ -77,16 +92,12 @@ class VLDMTeacher:
 
     def steps_for(self, t: Tensor) -> Tensor:
         """Denoising steps (B,) for noise levels t (B,): ``steps``, or min(int(steps_per_t·t), steps)."""
-        if self.steps_per_t <= 0:
-            return torch.full(t.shape, self.steps, dtype=torch.long)
-        return (self.steps_per_t * t.detach().cpu().double()).long().clamp(max=self.steps)
+        return steps_for(t, self.steps, self.steps_per_t)
 
     def expected_unet_calls(self, t_min: float, t_max: float) -> float:
         """Mean UNet calls per target for t ~ U(t_min, t_max) (×2 with guidance); paper: ≈ 38.1."""
-        t = t_min + (t_max - t_min) * (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
-        n = self.steps_for(t.float())
-        calls = n + (n > 0).long() if self.solver == "plms-stochastic" else n
-        return calls.double().mean().item() * (1 if self.guidance_scale == 1.0 else 2)
+        calls = expected_calls(self.steps, self.steps_per_t, self.solver, t_min, t_max)
+        return calls * (1 if self.guidance_scale == 1.0 else 2)
 
     def _solve(self, z_t: Tensor, t_idx: Tensor, cond: Tensor, steps: int, generator) -> Tensor:
         """x̂0 latents of z_t (B, c, h, w) in ``steps`` steps of the configured solver (and their UNet count)."""
