@@ -2,6 +2,7 @@
 
 from pipelines.config import load_config, preset_path
 from pipelines.fit import FitSceneConfig
+from test_reconstruct import model_and_data  # noqa: F401 (fixture)
 
 
 def _preset(name: str) -> FitSceneConfig:
@@ -25,3 +26,23 @@ def test_demo_and_fast_keep_their_deterministic_few_step_targets():
         assert (cfg.teacher.solver, cfg.teacher.steps, cfg.teacher.steps_per_t) == (solver, steps, 0.0)
         assert (cfg.distill.t_min, cfg.distill.t_max, cfg.distill.fusion_opacity_weight) == (0.02, 0.98, 0.0)
         assert (cfg.circle_fit, cfg.circle_jitter) == ("inputs", 0.0)
+
+
+def test_sparsefusion_paper_runs_in_the_harness_with_the_official_teacher(model_and_data):  # noqa: F811
+    import torch
+
+    from pipelines.methods import MethodContext, build_method
+    from scenes.co3d import CO3DDataset, CO3DOptions
+
+    folder, root = model_and_data
+    method = build_method("sparsefusion-paper", MethodContext(torch.device("cpu"), str(folder)))
+    assert method.cfg.teacher.solver == "plms-stochastic" and method.cfg.circle_fit == "all"
+    method.cfg.distill.iters, method.cfg.distill.bootstrap_iters = 4, 1
+    method.cfg.field.n_levels, method.cfg.field.finest_resolution, method.cfg.circle_views = 2, 16, 4
+    method.cfg.distill.sampler.n_coarse, method.cfg.distill.sampler.n_fine = 8, 8
+    ds = CO3DDataset(root, "toys")
+    views = ds.load(ds.sequences("fewview_dev", "test")[0], CO3DOptions(image_size=16))
+    with torch.no_grad():
+        pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
+    assert pred.shape == (2, 3, 16, 16) and torch.isfinite(pred).all()
+    assert 0 <= method.last_stats["unet_evaluations"] <= 3 * 51  # 3 targets of min(int(100t), 50) + 1 calls
