@@ -35,9 +35,9 @@ class TeacherConfig:
     steps: int = 10
     """Denoising steps per target (with steps_per_t > 0: the most a target takes)."""
     steps_per_t: float = 0.0
-    """> 0: a render noised to t takes min(int(steps_per_t·t), steps) steps (official: 100, steps 50); 0: always `steps`."""
+    """> 0: a render noised to t takes min(int(steps_per_t·t), steps) steps (official: 100, 50); 0: `steps`."""
     solver: str = "ddim"
-    """ddim, dpm (DPM-Solver++ 2M; both deterministic, 1 UNet call a step) or plms-stochastic (official: steps + 1 calls)."""
+    """ddim, dpm (DPM-Solver++ 2M; deterministic, 1 UNet call a step) or plms-stochastic (official, steps + 1)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance (1: none; otherwise 2 UNet evaluations per call)."""
 

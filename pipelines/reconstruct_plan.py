@@ -63,7 +63,8 @@ def plan_line(cfg, preset: str, by_default: bool) -> str:
     """One line: preset (and why), iterations, UNet evaluations and expected time per scene."""
     kind = device_kind(cfg.device)
     name = Path(preset).stem
-    why = f"the default on {'CUDA' if kind == 'cuda' else 'a CPU'}; --config to choose" if by_default else "from --config"
+    where = "CUDA" if kind == "cuda" else "a CPU"
+    why = f"the default on {where}; --config to choose" if by_default else "from --config"
     iters = cfg.photometric.iters if cfg.mode == "photometric" else cfg.distill.iters
     unet = unet_evaluations_per_scene(cfg)
     size = cfg.data.image_size or 256
