@@ -51,6 +51,24 @@ def unet_evaluations_per_scene(cfg) -> int:
     return round(math.ceil(post / max(1, d.reuse_target)) * d.views_per_step * per_target * guidance)
 
 
+def backends(cfg) -> str:
+    """The ray sampler and hash-grid backend this config resolves to here (``auto`` made explicit)."""
+    from distill.encoding import tcnn_available
+    from distill.sampler import occgrid_available
+
+    fit = cfg.photometric if cfg.mode == "photometric" else cfg.distill
+    cuda = device_kind(cfg.device) == "cuda"
+    sampler = fit.sampler.name
+    if sampler in ("auto", "occgrid"):
+        sampler = "occgrid" if cuda and occgrid_available() else "dense"
+    if sampler == "dense":
+        sampler = f"dense {fit.sampler.n_coarse}+{fit.sampler.n_fine}"
+    backend = cfg.field.backend
+    if backend == "auto":
+        backend = "tcnn" if cuda and tcnn_available() else "torch"
+    return f"sampler {sampler}, hash grid {backend}"
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -68,7 +86,8 @@ def plan_line(cfg, preset: str, by_default: bool) -> str:
     iters = cfg.photometric.iters if cfg.mode == "photometric" else cfg.distill.iters
     unet = unet_evaluations_per_scene(cfg)
     size = cfg.data.image_size or 256
-    line = (f"sparsefusion reconstruct: preset {name} ({why}), mode {cfg.mode}: {iters} iterations, "
+    line = (f"sparsefusion reconstruct: preset {name} ({why}), mode {cfg.mode}, {backends(cfg)}: "
+            f"{iters} iterations, "
             f"{unet:,} UNet evaluations per scene")
     per_it = CPU_SECONDS_PER_ITERATION_64.get(name) if kind == "cpu" and cfg.mode != "photometric" else None
     if per_it is not None:

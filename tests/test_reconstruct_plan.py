@@ -22,6 +22,7 @@ def test_default_preset_is_fast_on_a_cpu_and_paper_on_cuda():
 def test_plan_line_names_preset_iterations_cost_and_time():
     line = plan_line(_cfg("paper", "device=cpu"), "paper", False)
     assert "preset paper" in line and "3000 iterations" in line and "76,222 UNet evaluations" in line
+    assert "sampler dense 64+64, hash grid torch" in line
     assert " h per 64² scene on a 2-core CPU" in line
     assert "40 UNet evaluations" in plan_line(_cfg("fast", "device=cpu"), "fast", True)
     gpu = plan_line(_cfg("paper", "device=cuda"), "paper", True)
