@@ -7,7 +7,8 @@ Each iteration:
 2. fusion step on a random prepared camera, rendered at ``render_scale`` and upsampled:
    during the bootstrap, regress the teacher's deterministic RGB and mask; afterwards draw
    t ~ U(t_min, t_max), let the teacher denoise the render to x̂0 and minimise
-   (1 − ᾱ_t)·L1(render, x̂0) + ``perceptual_weight``·perceptual(render, x̂0).
+   (1 − ᾱ_t)·L1(render, x̂0) + ``perceptual_weight``·perceptual(render, x̂0); in both phases
+   plus ``fusion_opacity_weight`` · mean √(opacity² + 0.01) (the official adds 1e-3 here too).
 
 ``reuse_target`` keeps a denoised target for several iterations (fewer teacher calls);
 ``views_per_step`` renders several cameras per fusion step. ``mode=sds`` replaces the
@@ -54,6 +55,8 @@ class DistillConfig(FitConfig):
     """Smallest noise level drawn for a fusion step."""
     t_max: float = 0.98
     """Largest noise level drawn for a fusion step."""
+    fusion_opacity_weight: float = 0.0
+    """Weight of the opacity regulariser mean √(opacity² + 0.01) in the fusion step (official: 1e-3)."""
     perceptual_weight: float = 0.1
     """Weight of the perceptual (LPIPS-VGG) term; 0 or no perceptual metric switches it off."""
     sds_weight: float = 1.0
@@ -99,7 +102,17 @@ def input_view_loss(field: nn.Module, views: Views, i: int, sampler: Sampler, cf
 
 def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, sampler: Sampler, state: DistillState,
                 cfg: DistillConfig, perceptual: Perceptual | None, generator: torch.Generator) -> Tensor:
-    """The fusion step's loss on random prepared cameras (bootstrap, denoised targets, or SDS)."""
+    """The fusion step's loss on random prepared cameras (bootstrap, denoised targets, or SDS) + its opacity term."""
+    loss, opacity = _fusion_terms(field, teacher, cameras, sampler, state, cfg, perceptual, generator)
+    if cfg.fusion_opacity_weight > 0:
+        loss = loss + cfg.fusion_opacity_weight * torch.sqrt(opacity**2 + 0.01).mean()
+    return loss
+
+
+def _fusion_terms(field: nn.Module, teacher: Teacher, cameras: Cameras, sampler: Sampler, state: DistillState,
+                  cfg: DistillConfig, perceptual: Perceptual | None,
+                  generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """The fusion step's loss without the opacity term, and the upsampled opacity (B, 1, H, W) it rendered."""
     reuse = cfg.mode == "multistep" and state.target is not None and state.target_age < cfg.reuse_target
     if reuse:
         index = state.target_index
@@ -110,11 +123,11 @@ def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, sampler: S
     rgb, op = _upsample(rgb, size), _upsample(op, size)
     if state.iteration < cfg.bootstrap_iters:
         target, mask = teacher.bootstrap(index)
-        return pseudo_huber(rgb, target.to(rgb), cfg.huber_delta) + pseudo_huber(op, mask.to(op), cfg.huber_delta)
+        return pseudo_huber(rgb, target.to(rgb), cfg.huber_delta) + pseudo_huber(op, mask.to(op), cfg.huber_delta), op
     if not reuse:
         t = cfg.t_min + (cfg.t_max - cfg.t_min) * torch.rand(len(index), generator=generator)
         if cfg.mode == "sds":
-            return cfg.sds_weight * teacher.sds_loss(rgb, index, t, generator)
+            return cfg.sds_weight * teacher.sds_loss(rgb, index, t, generator), op
         state.target, state.target_weight = teacher.denoise(rgb.detach(), index, t, generator)
         state.target_index, state.target_age = index, 0
     state.target_age += 1
@@ -122,7 +135,7 @@ def fusion_loss(field: nn.Module, teacher: Teacher, cameras: Cameras, sampler: S
     loss = (w * (rgb - state.target.to(rgb)).abs()).mean()
     if perceptual is not None and cfg.perceptual_weight > 0:
         loss = loss + cfg.perceptual_weight * perceptual(rgb, state.target.to(rgb)).mean()
-    return loss
+    return loss, op
 
 
 def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, cfg: DistillConfig = DistillConfig(),

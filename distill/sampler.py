@@ -79,8 +79,6 @@ class OccGridSampler:
 
     def render(self, field: nn.Module, origins: Tensor, directions: Tensor, stratified: bool = False) -> Composite:
         """Composite of rays (R, 3) through ``field`` (packed samples; ``weights`` is per sample)."""
-        from nerfacc import rendering
-
         def sigma_fn(t_starts, t_ends, ray_indices):
             x = origins[ray_indices] + directions[ray_indices] * ((t_starts + t_ends) / 2)[:, None]
             return field.density(x)
@@ -93,16 +91,26 @@ class OccGridSampler:
         ray_indices, t_starts, t_ends = self.estimator.sampling(
             origins, directions, sigma_fn=sigma_fn, t_min=near, t_max=far, render_step_size=self.step_size,
             stratified=stratified)
-        rgb, opacity, depth, extras = rendering(t_starts, t_ends, ray_indices, n_rays=origins.shape[0],
-                                                rgb_sigma_fn=rgb_sigma_fn)
-        depth = depth / opacity.clamp_min(torch.finfo(rgb.dtype).eps)  # nerfacc returns Σ w·t
-        return Composite(rgb, opacity, depth, extras["weights"])
+        return composite_marched(t_starts, t_ends, ray_indices, origins.shape[0], rgb_sigma_fn)
 
     def update(self, field: nn.Module, step: int) -> None:
         """Refresh the occupancy grid from the field's density (every 16 steps, after a warm-up)."""
         self.estimator.update_every_n_steps(
             step=step, occ_eval_fn=lambda x: field.density(x) * self.step_size,
             occ_thre=self.cfg.occupancy_threshold)
+
+
+def composite_marched(t_starts: Tensor, t_ends: Tensor, ray_indices: Tensor | None, n_rays: int,
+                      rgb_sigma_fn) -> Composite:
+    """nerfacc's ``rendering`` of marched samples as a :class:`Composite` (packed (S,), or (R, S) with no indices).
+
+    nerfacc 0.5.3 already returns the expected depth Σ w·t / Σ w (normalised by the opacity), so
+    it is kept as it is; dividing by the opacity again would inflate depth wherever opacity < 1.
+    """
+    from nerfacc import rendering
+
+    rgb, opacity, depth, extras = rendering(t_starts, t_ends, ray_indices, n_rays=n_rays, rgb_sigma_fn=rgb_sigma_fn)
+    return Composite(rgb, opacity, depth, extras["weights"])
 
 
 _warned = False

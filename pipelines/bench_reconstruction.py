@@ -174,7 +174,9 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     fld = cfg.field.build().to(device)
     opt = make_optimizer(fld, d)
     sampler = make_sampler(d.sampler, device)
-    teacher = VLDMTeacher(pipe, images, cams, cfg.teacher.steps, cfg.teacher.guidance_scale, cfg.teacher.solver)
+    teacher = VLDMTeacher(pipe, images, cams, cfg.teacher.steps, cfg.teacher.guidance_scale, cfg.teacher.solver,
+                          cfg.teacher.steps_per_t)
+    per_target = teacher.expected_unet_calls(d.t_min, d.t_max) / (1 if cfg.teacher.guidance_scale == 1.0 else 2)
     fcams = fusion_cameras(cams, None, cfg.circle_views).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -250,7 +252,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
 
     boot = {"field": field_s[1] + field_s[B], "rendering": rendering_s[1] + rendering_s[B],
             "unet": 0.0, "vae": 0.0, "lpips": 0.0, "optimizer": 2 * adam_s}
-    post = {**boot, "unet": (cfg.teacher.steps if multistep else 1) * unet_s / cycle,
+    post = {**boot, "unet": (per_target if multistep else 1) * unet_s / cycle,
             "vae": (enc_s + dec_s) / cycle, "lpips": lpips_s}
     lpips_outside = lpips_s if in_loop is None else 0.0
     split = {"bootstrap": _split(boot, boot_s, 0.0), "distill": _split(post, post_s, lpips_outside)}
@@ -261,7 +263,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     shares = split["scene"]["share"]
     top = max(shares, key=shares.get)
     targets = math.ceil(n_post / cycle) if multistep else n_post
-    calls = (cfg.teacher.steps if multistep else 1) * B * gw
+    calls = round((per_target if multistep else 1) * B * gw)
     return {
         "preset": preset, "mode": cfg.mode, "iterations": d.iters, "bootstrap_iterations": n_boot,
         "image_size": size, "render_scale": d.render_scale, "sampler": sampler.name,
@@ -273,7 +275,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
         "s_per_iteration": {"bootstrap": boot_s, "distill": post_s},
         "s_per_scene": prepare_s + n_boot * boot_s + n_post * post_s,
         "s_per_scene_with_lpips": prepare_s + n_boot * boot_s + n_post * (post_s + lpips_outside),
-        "unet_evaluations_per_scene": targets * calls,
+        "unet_evaluations_per_scene": round(targets * (per_target if multistep else 1) * B * gw),
         "unet_evaluations_counted_in_timed_runs": teacher.unet_evaluations - unet0,
         "unet_evaluations_expected_in_timed_runs": (repeats + 1) * calls if n_post else 0,
         "vae_calls_per_scene": {"encode": targets, "decode": targets if multistep else 0, "images_per_call": B},

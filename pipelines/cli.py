@@ -43,6 +43,8 @@ class Command:
     run: Callable[[Any], Any]
     flags: dict[str, tuple[str, type, str]]
     switches: dict[str, tuple[str, str]] | None = None  # boolean flags -> (key, help)
+    default_preset: Callable[[Any], str] | None = None  # preset without --config, from the flag-only config
+    plan: Callable[[Any, str, bool], str] | None = None  # first line printed: what will run
 
 
 def _evaluate_cmd() -> Command:
@@ -179,6 +181,7 @@ def _bench_cmd() -> Command:
 
 def _reconstruct_cmd() -> Command:
     from . import reconstruct as rc
+    from . import reconstruct_plan as plan
 
     return Command(
         "reconstruct", "fit a 3D field per scene from its input views (SparseFusion, SDS or photometric)",
@@ -191,6 +194,7 @@ def _reconstruct_cmd() -> Command:
          "checkpoint": ("checkpoint", str, "VLDM folder"), "device": ("device", str, "cpu, cuda, auto"),
          "seed": ("seed", int, "seed")},
         {"resume": ("resume", "skip finished scenes, continue unfinished ones from their checkpoint")},
+        default_preset=plan.default_preset, plan=plan.plan_line,
     )
 
 
@@ -250,11 +254,16 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(available_methods()))
             return 0
         flags = [f"{k[5:]}={_yaml_value(v)}" for k, v in vars(args).items() if k.startswith("flag:") and v is not None]
-        yaml_path = preset_path(cmd.name, args.config) if args.config else None
+        preset = args.config
+        if preset is None and cmd.default_preset is not None:  # e.g. reconstruct: fast on a CPU, paper on CUDA
+            preset = cmd.default_preset(load_config(cmd.config(), None, flags + overrides))
+        yaml_path = preset_path(cmd.name, preset) if preset else None
         cfg = load_config(cmd.config(), yaml_path, flags + overrides)
         if args.show_config:
             print("\n".join(describe(cfg)))
             return 0
+        if cmd.plan is not None and os.environ.get("RANK", "0") == "0":
+            print(cmd.plan(cfg, preset, args.config is None), flush=True)
         cmd.run(cfg)
     except UserError as err:
         print(f"sparsefusion {cmd.name}: error: {err}", file=sys.stderr)

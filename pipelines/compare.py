@@ -28,8 +28,9 @@ from .processes import processes
 from .runtime import machine_info, output_dir
 
 ALL_METHODS = ["nearest-view", "eft", "vldm", "pixelnerf", "dfm", "sparsefusion", "sparsefusion-fast"]
-MODEL_OF = {"eft": "vldm", "vldm": "vldm", "sparsefusion": "vldm", "sparsefusion-fast": "vldm",
-            "sparsefusion-sds": "vldm", "pixelnerf": "pixelnerf", "dfm": "dfm"}  # method -> model folder key
+MODEL_OF = {"eft": "vldm", "vldm": "vldm", "vldm-paper": "vldm", "sparsefusion": "vldm",
+            "sparsefusion-fast": "vldm", "sparsefusion-sds": "vldm", "sparsefusion-paper": "vldm",
+            "pixelnerf": "pixelnerf", "dfm": "dfm"}  # method -> model folder key
 
 
 @dataclass

@@ -30,12 +30,14 @@ MODES = ("sparsefusion", "sds", "photometric")
 
 @dataclass
 class TeacherConfig:
-    """How the VLDM produces targets (SparseFusion: multi-step DDIM from the noised render)."""
+    """How the VLDM denoises a noised render to its target (paper preset: the official schedule)."""
 
     steps: int = 10
-    """UNet calls per denoised target."""
+    """Denoising steps per target (with steps_per_t > 0: the most a target takes)."""
+    steps_per_t: float = 0.0
+    """> 0: a render noised to t takes min(int(steps_per_t·t), steps) steps (official: 100, 50); 0: `steps`."""
     solver: str = "ddim"
-    """ddim or dpm (DPM-Solver++ 2M)."""
+    """ddim, dpm (DPM-Solver++ 2M; deterministic, 1 UNet call a step) or plms-stochastic (official, steps + 1)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance (1: none; otherwise 2 UNet evaluations per call)."""
 
@@ -55,7 +57,11 @@ class FitSceneConfig:
     teacher: TeacherConfig = dc_field(default_factory=TeacherConfig)
     """VLDM teacher settings."""
     circle_views: int = 50
-    """Fusion cameras on the circle fitted to the input cameras (plus inputs and given targets)."""
+    """Fusion cameras on a circle fitted to the cameras (plus the inputs and any given targets)."""
+    circle_fit: str = "inputs"
+    """Cameras the circle is fitted to: inputs, or all (the inputs and the given targets: the official fit)."""
+    circle_jitter: float = 0.0
+    """Elevation jitter of each circle camera, uniform in ± this many radians (official: 0.17)."""
     checkpoint_every: int = 50
     """Write a resumable checkpoint every N iterations (0: never)."""
     perceptual: bool = True
@@ -105,12 +111,21 @@ def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState]:
     return blob["iteration"], blob["unet_evaluations"], state
 
 
-def fusion_cameras(inputs: Cameras, targets: Cameras | None, circle_views: int) -> Cameras:
-    """Inputs + ``circle_views`` cameras on the circle fitted to them + the given targets (at the inputs' size)."""
-    parts = [inputs, circle_path(inputs, circle_views)]
-    if targets is not None:
-        parts.append(targets.resize(inputs.height, inputs.width))
-    return Cameras.cat([p.to(dtype=inputs.R.dtype) for p in parts])
+def fusion_cameras(inputs: Cameras, targets: Cameras | None, circle_views: int, circle_fit: str = "inputs",
+                   circle_jitter: float = 0.0, seed: int = 0) -> Cameras:
+    """Inputs + ``circle_views`` circle cameras + the given targets (at the inputs' size and device).
+
+    The circle is fitted to the inputs, or with ``circle_fit="all"`` to the inputs and targets (the
+    official fit to all of a sequence's cameras; inputs only when there are no targets). Each
+    circle camera's elevation is jittered by U(±circle_jitter) radians, seeded by ``seed``.
+    """
+    if circle_fit not in ("inputs", "all"):
+        raise UserError(f"circle_fit={circle_fit!r} must be inputs or all")
+    like = lambda c: c.to(device=inputs.R.device, dtype=inputs.R.dtype)  # noqa: E731
+    targets = None if targets is None else like(targets.resize(inputs.height, inputs.width))
+    fit_to = inputs if circle_fit == "inputs" or targets is None else Cameras.cat([inputs, targets])
+    circle = circle_path(fit_to, circle_views, circle_jitter, torch.Generator().manual_seed(seed))
+    return Cameras.cat([like(p) for p in (inputs, circle, targets) if p is not None])
 
 
 def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, device: torch.device, pipe=None,
@@ -154,8 +169,8 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
 
         ctx_images, ctx_cams = pipe.at_image_size(inputs.images, inputs.cameras)
         teacher = VLDMTeacher(pipe, ctx_images.to(device), ctx_cams.to(device), cfg.teacher.steps,
-                              cfg.teacher.guidance_scale, cfg.teacher.solver)
-        cams = fusion_cameras(ctx_cams, targets, cfg.circle_views)
+                              cfg.teacher.guidance_scale, cfg.teacher.solver, cfg.teacher.steps_per_t)
+        cams = fusion_cameras(ctx_cams, targets, cfg.circle_views, cfg.circle_fit, cfg.circle_jitter, seed)
         teacher.prepare(cams.to(device))
         dcfg = replace(cfg.distill, mode="sds" if cfg.mode == "sds" else "multistep")
         state = distill(fld, views, cams.to(device), teacher, dcfg, perceptual, state=state, optimizer=opt,

@@ -92,12 +92,16 @@ def fit_circle(centers: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
     return center, normal, e1, radius
 
 
-def circle_path(cameras: Cameras, n: int = 50) -> Cameras:
-    """``n`` cameras on the circle through the input camera centres, looking at the axes' point.
+def circle_path(cameras: Cameras, n: int = 50, elevation_jitter: float = 0.0,
+                generator: torch.Generator | None = None) -> Cameras:
+    """``n`` cameras on the circle through the camera centres, looking at the axes' point.
 
-    Uses the first camera's intrinsics and image size; image-up follows the input cameras' mean
-    up vector projected on the plane normal. With fewer than 3 cameras the circle is the one
+    Uses the first camera's intrinsics and image size; image-up follows the cameras' mean up
+    vector projected on the plane normal. With fewer than 3 cameras the circle is the one
     around the look-at point through the cameras, in the plane spanned by their centres and up.
+    ``elevation_jitter`` > 0 tilts each camera's offset from the look-at point towards or away
+    from the plane normal by an angle drawn uniformly in ±elevation_jitter radians (SparseFusion's
+    fusion cameras: 0.17), from ``generator`` (drawn on the CPU).
     """
     centers = cameras.centers
     target = nearest_point_to_lines(centers, cameras.forward)
@@ -116,4 +120,19 @@ def circle_path(cameras: Cameras, n: int = 50) -> Cameras:
     e2 = torch.linalg.cross(normal, e1)
     angles = torch.arange(n, dtype=centers.dtype, device=centers.device) * (2 * math.pi / n)
     eye = c + radius * (torch.cos(angles)[:, None] * e1 + torch.sin(angles)[:, None] * e2)
+    if elevation_jitter > 0:
+        theta = (torch.rand(n, generator=generator, dtype=torch.float64) * 2 - 1) * elevation_jitter
+        eye = target + tilt_towards(eye - target, normal, theta.to(eye))
     return look_at(eye, target, normal, cameras.K[0], cameras.height, cameras.width)
+
+
+def tilt_towards(offsets: Tensor, normal: Tensor, theta: Tensor) -> Tensor:
+    """Offsets (N, 3) rotated by theta (N,) radians in the plane they span with ``normal`` (3,), towards it.
+
+    The rotation axis is offset × normal (Rodrigues' formula with the axis ⟂ the offset), so
+    lengths are kept and a positive angle raises the elevation above the plane ⟂ normal.
+    """
+    axis = torch.linalg.cross(offsets, normal.expand_as(offsets))
+    axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    towards = torch.linalg.cross(axis, offsets)  # ⟂ offset, in its plane with the normal, same length
+    return offsets * theta.cos()[:, None] + towards * theta.sin()[:, None]

@@ -63,3 +63,22 @@ def test_bf16_autocast_runs_on_cuda(tmp_path):
     distill(field.cuda(), inputs.to("cuda"), cameras.to("cuda"), teacher, cfg, progress=False,
             on_iteration=lambda s, logs: seen.append(logs))
     assert len(seen) == 4 and all(torch.isfinite(torch.tensor([s["input"], s["fusion"]])).all() for s in seen)
+
+
+def test_fusion_step_adds_the_official_opacity_term(tmp_path):
+    """The official adds 1e-3 · mean √(opacity² + 0.01) to the fusion loss too (bootstrap and denoised phases)."""
+    from distill.loop import DistillState, fusion_loss
+    from distill.sampler import make_sampler
+
+    inputs, cameras, teacher, field = _setup(tmp_path)
+    sampler = make_sampler(CFG["sampler"])
+
+    def loss(weight, iteration):
+        torch.manual_seed(1)
+        cfg = DistillConfig(iters=4, fusion_opacity_weight=weight, **CFG)
+        return fusion_loss(field, teacher, cameras, sampler, DistillState(iteration=iteration), cfg, None,
+                           torch.Generator().manual_seed(2))
+
+    for iteration in (0, 3):  # bootstrap, then a denoised target
+        extra = (loss(1e-3, iteration) - loss(0.0, iteration)).item()
+        assert 1e-3 * 0.1 - 1e-7 <= extra <= 1e-3 * 1.01**0.5 + 1e-7  # 1e-3 · mean √(op² + 0.01), op ∈ [0, 1]

@@ -10,7 +10,8 @@ import pipelines.fit as fit_module
 from pipelines.cli import main
 from test_vldm import tiny_model_and_sphere
 
-TINY = ["field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4", "field.finest_resolution=16",
+TINY = ["--config", "demo",
+        "field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4", "field.finest_resolution=16",
         "field.hidden=16", "distill.iters=6", "distill.bootstrap_iters=2", "distill.sampler.n_coarse=8",
         "distill.sampler.n_fine=4", "photometric.iters=6", "photometric.rays=64", "photometric.sampler.n_coarse=8",
         "photometric.sampler.n_fine=4", "teacher.steps=2", "circle_views=4", "checkpoint_every=2",

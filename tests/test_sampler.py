@@ -65,3 +65,48 @@ def test_occgrid_matches_dense_on_a_solid_sphere():
     assert (a.opacity - b.opacity).abs().mean() < 0.02
     hit = b.opacity[:, 0] > 0.99
     assert hit.any() and ((a.depth - b.depth)[hit].abs() < 0.02).all()
+
+
+def test_marched_depth_is_normalised_once_where_opacity_is_below_one():
+    """nerfacc's rendering already divides depth by opacity: the occgrid path must not divide again.
+
+    Runs nerfacc's batched (CPU) path through the function the occgrid sampler composites with.
+    """
+    from distill.sampler import composite_marched
+
+    edges = torch.linspace(2.0, 4.0, 33).expand(3, 33)  # 3 rays, 32 intervals
+    t_starts, t_ends = edges[:, :-1].contiguous(), edges[:, 1:].contiguous()
+    mids = (t_starts + t_ends) / 2
+    slab = ((mids > 2.9) & (mids < 3.1)).float()  # a thin, semi-transparent slab around t = 3
+    sigmas = slab * torch.tensor([[0.5], [2.0], [50.0]])  # opacity ≈ 0.05, 0.18, ≈ 1
+
+    out = composite_marched(t_starts, t_ends, None, 3, lambda s, e, i: (torch.full((*s.shape, 3), 0.5), sigmas))
+    assert out.opacity[0, 0] < 0.99 and out.opacity[1, 0] < 0.99
+    weights = out.weights
+    expected = (weights * mids).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True)
+    torch.testing.assert_close(out.depth, expected)
+    assert ((out.depth - 3.0).abs() < 0.11).all()  # inside the slab, at every opacity
+
+
+@pytest.mark.skipif(not occgrid_available(), reason="needs CUDA and nerfacc's CUDA extension")
+def test_occgrid_depth_matches_dense_in_a_semi_transparent_sphere():
+    class Haze(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def density(self, x):
+            return torch.where(x.norm(dim=-1) < 0.5, 1.5, 0.0) + 0 * self.p
+
+        def forward(self, x, d=None):
+            return torch.full_like(x, 0.7), self.density(x)
+
+    field = Haze().cuda()
+    o, d = (t.cuda() for t in _rays(256))
+    occ = make_sampler(SamplerConfig("occgrid", grid_resolution=64, march_steps=1024), "cuda")
+    for step in range(300):
+        occ.update(field, step)
+    dense = make_sampler(SamplerConfig("dense", n_coarse=256, n_fine=0), "cuda")
+    a, b = occ.render(field, o, d), dense.render(field, o, d)
+    soft = (b.opacity[:, 0] > 0.2) & (b.opacity[:, 0] < 0.99)
+    assert soft.any() and ((a.depth - b.depth)[soft].abs() < 0.03).all()

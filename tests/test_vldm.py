@@ -33,7 +33,7 @@ def tiny_model_and_sphere(tmp_path_factory, n_seq: int):
     return folder, root
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm"])
+@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm", "ddpm"])
 def test_sampling_shapes_and_seed(sampler):
     pipe = tiny_pipeline()
     cams = ring(4, size=16)
@@ -94,3 +94,22 @@ def test_sampler_configs_share_the_training_schedule():
     for name in ("ddim", "plms", "dpm"):
         s = sampler_from(sched, name)
         assert s.config.beta_schedule == "squaredcos_cap_v2" and s.config.prediction_type == "epsilon"
+
+
+@pytest.mark.parametrize("name", ["ddim", "plms", "dpm", "ddpm"])
+@pytest.mark.parametrize("steps", [3, 25, 50, 500])
+def test_every_sampler_starts_at_the_last_training_timestep(name, steps):
+    """Trailing spacing: sampling starts from pure noise at t = 999 (leading would start at 1000 − 1000/steps)."""
+    s = sampler_from(make_scheduler(), name)
+    s.set_timesteps(steps)
+    assert int(s.timesteps[0]) == 999
+    assert int(s.timesteps.min()) >= 0 and len(set(s.timesteps.tolist())) >= min(steps, 999) - 1
+
+
+def test_clipped_ancestral_sampler_clips_the_predicted_x0():
+    s = sampler_from(make_scheduler(), "ddpm", clip_x0=10.0)
+    s.set_timesteps(500)
+    x = torch.zeros(1, 4, 2, 2)
+    t = s.timesteps[0]
+    out = s.step(torch.full_like(x, -1e3), t, x, generator=torch.Generator().manual_seed(0))
+    assert out.pred_original_sample.abs().max() <= 10.0

@@ -91,3 +91,14 @@ def test_bench_reconstruction_splits_an_iteration(model_and_data, tmp_path, caps
         assert rec["lpips"]["weights"].startswith("random") and "without the perceptual term" in rec["lpips"]["note"]
     printed = capsys.readouterr().out
     assert "largest: " + rec["largest"] in printed and "field fwd+bwd" in printed
+
+
+def test_vldm_paper_is_the_official_ancestral_sampler(model_and_data):
+    import torch
+
+    from pipelines.methods import MethodContext, build_method
+
+    folder, _ = model_and_data
+    method = build_method("vldm-paper", MethodContext(torch.device("cpu"), str(folder)))
+    assert (method.name, method.steps, method.sampler, method.clip_x0) == ("vldm-paper", 500, "ddpm", 10.0)
+    assert build_method("vldm", MethodContext(torch.device("cpu"), str(folder))).steps == 25  # the fast default stays

@@ -42,14 +42,23 @@ def make_scheduler(num_train_timesteps: int = 1000) -> DDPMScheduler:
                          prediction_type="epsilon", clip_sample=False)
 
 
-def sampler_from(scheduler, name: str):
-    """A sampling scheduler (ddim, plms, dpm, ddpm) sharing the training scheduler's schedule."""
+def sampler_from(scheduler, name: str, clip_x0: float | None = None):
+    """A sampling scheduler (ddim, plms, dpm, ddpm) sharing the training scheduler's schedule.
+
+    Timesteps are spaced ``trailing``, so every sampler starts at the last training timestep
+    (t = 999 of 1000, ᾱ ≈ 0) whatever the number of steps; diffusers' default ``leading``
+    spacing would start at 1000 − 1000/steps (t = 960 for 25 steps). ``clip_x0`` clips the
+    predicted x̂0 to ±clip_x0 at every step (the official sampler: ±10 on the latents).
+    """
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler {name!r} (one of {', '.join(SAMPLERS)})")
-    config = dict(scheduler.config)
+    # as keyword arguments: diffusers drops config keys that were defaults (`_use_default_values`)
+    options = {"timestep_spacing": "trailing", "steps_offset": 0}
     if name == "plms":
-        config["skip_prk_steps"] = True
-    return SAMPLERS[name].from_config(config)
+        options["skip_prk_steps"] = True
+    if clip_x0 is not None:
+        options.update(clip_sample=True, clip_sample_range=float(clip_x0))
+    return SAMPLERS[name].from_config(scheduler.config, **options)
 
 
 def diffusion_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: Tensor, cond: Tensor,

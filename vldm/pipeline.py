@@ -73,10 +73,10 @@ class VLDMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, context_images: Tensor, context_cameras: Cameras, query_cameras: Cameras,
                  num_inference_steps: int = 25, sampler: str = "ddim", guidance_scale: float = 1.0,
-                 generator: torch.Generator | None = None, chunk: int = 8) -> VLDMOutput:
-        """Sample one image per query camera from context images (V, 3, H, W) in [0, 1]."""
+                 generator: torch.Generator | None = None, chunk: int = 8, clip_x0: float | None = None) -> VLDMOutput:
+        """Sample one image per query camera from context images (V, 3, H, W) in [0, 1] (x̂0 clipped to ±clip_x0)."""
         cond, rgb = self.condition(context_images, context_cameras, query_cameras, chunk)
-        sched = sampler_from(self.scheduler, sampler)
+        sched = sampler_from(self.scheduler, sampler, clip_x0)
         latents = torch.cat([
             sample_latents(self.unet, sched, cond[i:i + chunk].to(self.unet.dtype),
                            self.unet.config.out_channels, num_inference_steps, guidance_scale, generator)

@@ -2,9 +2,11 @@
 
 ``prepare`` runs the EFT once per camera and caches its feature maps and RGB (SparseFusion
 caches them for all cameras up front); ``bootstrap`` returns the EFT RGB upsampled and its
-mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, runs ``steps`` DDIM or
-DPM-Solver++ steps of the UNet to x̂0 and decodes it; ``sds_loss`` is the score-distillation
-surrogate whose gradient through the encoder is w(t)·(ε̂ − ε).
+mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, denoises it to x̂0 and
+decodes it, with the deterministic DDIM or DPM-Solver++ steps or the official stochastic PLMS
+update (``vldm.solvers``), in ``steps`` steps or, with ``steps_per_t`` > 0, in
+min(int(steps_per_t·t), steps) steps per sample (official: 100 and 50); ``sds_loss`` is the
+score-distillation surrogate whose gradient through the encoder is w(t)·(ε̂ − ε).
 """
 
 from __future__ import annotations
@@ -18,16 +20,42 @@ from scenes.cameras import Cameras
 from .autoencoder import decode, encode
 from .diffusion import denoise_from, guided_eps, timestep_index
 from .pipeline import VLDMPipeline
+from .solvers import stochastic_plms_calls, stochastic_plms_from
+
+SOLVERS = ("ddim", "dpm", "plms-stochastic")
+
+
+def _noise(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Standard normal noise drawn on the CPU (any generator works) and moved to ``like``'s device."""
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(like.device, like.dtype)
+
+
+def steps_for(t: Tensor, steps: int, steps_per_t: float) -> Tensor:
+    """Denoising steps (B,) for noise levels t (B,): ``steps``, or min(int(steps_per_t·t), steps) when > 0."""
+    if steps_per_t <= 0:
+        return torch.full(t.shape, steps, dtype=torch.long)
+    return (steps_per_t * t.detach().cpu().double()).long().clamp(max=steps)
+
+
+def expected_calls(steps: int, steps_per_t: float, solver: str, t_min: float, t_max: float) -> float:
+    """Mean UNet calls per target (no guidance) for t ~ U(t_min, t_max) with this schedule and solver."""
+    t = t_min + (t_max - t_min) * (torch.arange(100_000, dtype=torch.float64) + 0.5) / 100_000
+    n = steps_for(t.float(), steps, steps_per_t)
+    calls = n + (n > 0).long() if solver == "plms-stochastic" else n
+    return calls.double().mean().item()
 
 
 class VLDMTeacher:
     """Denoised targets for renders at prepared cameras, conditioned on fixed context views."""
 
     def __init__(self, pipe: VLDMPipeline, context_images: Tensor, context_cameras: Cameras,
-                 steps: int = 10, guidance_scale: float = 1.0, solver: str = "ddim"):
+                 steps: int = 10, guidance_scale: float = 1.0, solver: str = "ddim", steps_per_t: float = 0.0):
         if steps < 1:
             raise ValueError("the teacher needs at least one denoising step")
+        if solver not in SOLVERS:
+            raise ValueError(f"unknown teacher solver {solver!r} ({', '.join(SOLVERS)})")
         self.pipe, self.steps, self.guidance_scale, self.solver = pipe, steps, guidance_scale, solver
+        self.steps_per_t = steps_per_t
         self.context_images, self.context_cameras = context_images, context_cameras
         self.unet_evaluations = 0
         self.features: Tensor | None = None  # (N, C, h, w)
@@ -52,14 +80,34 @@ class VLDMTeacher:
         pipe = self.pipe
         z0 = encode(pipe.vae, images.detach().to(pipe.vae.dtype))
         t_idx = timestep_index(t.to(z0.device), pipe.scheduler.config.num_train_timesteps)
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
-        z_t = pipe.scheduler.add_noise(z0, noise, t_idx)
+        z_t = pipe.scheduler.add_noise(z0, _noise(z0.shape, z0, generator), t_idx)
         cond = self.features[index].to(z0.dtype)
-        x0 = denoise_from(pipe.unet, pipe.scheduler.alphas_cumprod, z_t, t_idx, cond, self.steps,
-                          self.guidance_scale, self.solver)
-        self._count(self.steps * images.shape[0])
+        x0 = torch.empty_like(z_t)
+        steps = self.steps_for(t)
+        for n in sorted(set(steps.tolist())):  # samples that take the same number of steps together
+            pick = (steps == n).nonzero()[:, 0].to(z0.device)
+            x0[pick] = self._solve(z_t[pick], t_idx[pick], cond[pick], n, generator)
         alpha = pipe.scheduler.alphas_cumprod.to(z0.device)[t_idx].float()
         return decode(pipe.vae, x0).float(), 1.0 - alpha
+
+    def steps_for(self, t: Tensor) -> Tensor:
+        """Denoising steps (B,) for noise levels t (B,): ``steps``, or min(int(steps_per_t·t), steps)."""
+        return steps_for(t, self.steps, self.steps_per_t)
+
+    def expected_unet_calls(self, t_min: float, t_max: float) -> float:
+        """Mean UNet calls per target for t ~ U(t_min, t_max) (×2 with guidance); paper: ≈ 38.1."""
+        calls = expected_calls(self.steps, self.steps_per_t, self.solver, t_min, t_max)
+        return calls * (1 if self.guidance_scale == 1.0 else 2)
+
+    def _solve(self, z_t: Tensor, t_idx: Tensor, cond: Tensor, steps: int, generator) -> Tensor:
+        """x̂0 latents of z_t (B, c, h, w) in ``steps`` steps of the configured solver (and their UNet count)."""
+        a = self.pipe.scheduler.alphas_cumprod
+        if self.solver == "plms-stochastic":
+            self._count(stochastic_plms_calls(steps) * z_t.shape[0])
+            return stochastic_plms_from(self.pipe.unet, a, z_t, t_idx, cond, steps, self.guidance_scale,
+                                        generator=generator)
+        self._count(steps * z_t.shape[0])
+        return denoise_from(self.pipe.unet, a, z_t, t_idx, cond, steps, self.guidance_scale, self.solver)
 
     def sds_loss(self, images: Tensor, index: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Scalar whose gradient w.r.t. the latents of ``images`` (B,3,H,W) is w(t)·(ε̂ − ε), w = 1 − ᾱ_t.
@@ -69,7 +117,7 @@ class VLDMTeacher:
         pipe = self.pipe
         z0 = encode(pipe.vae, images)
         t_idx = timestep_index(t.to(z0.device), pipe.scheduler.config.num_train_timesteps)
-        noise = torch.randn(z0.shape, generator=generator, device=z0.device, dtype=z0.dtype)
+        noise = _noise(z0.shape, z0, generator)
         with torch.no_grad():
             z_t = pipe.scheduler.add_noise(z0.detach(), noise, t_idx)
             eps = guided_eps(pipe.unet, z_t, t_idx, self.features[index].to(z0.dtype), self.guidance_scale)
