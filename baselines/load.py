@@ -37,10 +37,15 @@ def _load(cls, folder: str | Path | None, default: str, command: str, device):
                       f"loaded as it was trained ({_fmt(legacy)}); retrain it with `sparsefusion {command}` for the "
                       "current architecture", stacklevel=3)
     try:
-        model = cls.from_pretrained(folder, **legacy)
+        model, info = cls.from_pretrained(folder, output_loading_info=True, **legacy)
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot load the {cls.__name__} at {folder}: {first[:300]}") from None
+    bad = {k: v for k in ("missing_keys", "unexpected_keys", "mismatched_keys") if (v := info.get(k))}
+    if bad:  # diffusers would start such weights at random: never use a half-loaded model
+        detail = "; ".join(f"{len(v)} {k.replace('_', ' ')} (e.g. {v[0]})" for k, v in bad.items())
+        raise UserError(f"cannot load the {cls.__name__} at {folder}: its weights do not fit its config.json "
+                        f"({detail}); retrain it with `sparsefusion {command}`")
     return model.to(device).eval()
 
 

@@ -182,6 +182,8 @@ def test_harness_runs_the_baselines(trained, data, tmp_path, method):
     row = summary["per_scene"][0]
     assert summary["scenes"] == 1 and math.isfinite(row["psnr"]) and row["seconds"] > 0
     assert row["field_renders"] == (4 if method == "pixelnerf" else 50 + 4)
+    assert row["silhouette_from"] == "opacity" and 0 <= row["silhouette_iou"] <= 1
+    assert "rendered opacity > 0.5 (" + method + ")" in (out / "metrics.md").read_text()
 
 
 def test_two_process_pixelnerf_training(data, tmp_path):
