@@ -29,6 +29,7 @@ class DFMSample:
     image: Tensor  # (1, 3, H, W) in [0, 1]: the last step's render at the target camera
     scene: ViewFeatures  # contexts + the last noisy target: condition the field on it to render any camera
     renders: int  # full-image renders of the field spent on this sample
+    opacity: Tensor | None = None  # (1, 1, H, W): the last step's (conditional) opacity at the target
 
 
 def threshold_x0(x0: Tensor) -> Tensor:
@@ -62,29 +63,31 @@ def sample_oneshot(model: DFM, images: Tensor, cameras: Cameras, target: Cameras
     sched = model.scheduler
     sched.set_timesteps(steps)
     x = torch.randn((1, 3, size, size), generator=generator, device=model.device, dtype=model.dtype) * temperature
-    x0, scene, renders = None, None, 0
+    x0, scene, opacity, renders = None, None, None, 0
     for t in sched.timesteps:
         t1 = t.reshape(1).to(model.device)
         outs = []
         for k, (ctx, cond) in enumerate(zip(contexts, conds)):
             scene_k = ViewFeatures.cat([ctx, model.encode_target(x, t1, target, cond)])
-            outs.append(model.render_scene(scene_k, target, generator) * 2 - 1)
+            out = model.render_scene_images(scene_k, target, generator)
+            outs.append(out.rgb * 2 - 1)
             renders += 1
             if k == 0:  # the conditional pass's field is the sample's scene
-                scene = scene_k
+                scene, opacity = scene_k, out.opacity
         x0 = threshold_x0(outs[0] if len(outs) == 1 else outs[1] + guidance_scale * (outs[0] - outs[1]))
         x = sched.step(x0, t, x).prev_sample
-    return DFMSample((x0 + 1) / 2, scene, renders)
+    return DFMSample((x0 + 1) / 2, scene, renders, opacity)
 
 
 @torch.no_grad()
 def sample_autoregressive(model: DFM, images: Tensor, cameras: Cameras, path: Cameras, steps: int = 50,
                           generator: torch.Generator | None = None, temperature: float = 1.0,
-                          guidance_scale: float = 1.0) -> tuple[Tensor, DFMSample]:
+                          guidance_scale: float = 1.0, opacities: list | None = None) -> tuple[Tensor, DFMSample]:
     """Sample the cameras of ``path`` one after the other, each generated view joining the contexts.
 
     Returns the generated views (P, 3, H, W) at the model's size and the last sample (its scene
-    holds every context and generated view).
+    holds every context and generated view). ``opacities``, when given, receives each generated
+    view's mean rendered opacity in path order (does the scene keep its object?).
     """
     size = model.config.image_size
     images, cameras = resize_views(images.to(model.device, model.dtype), cameras, size)
@@ -92,6 +95,8 @@ def sample_autoregressive(model: DFM, images: Tensor, cameras: Cameras, path: Ca
     for i in range(len(path)):
         last = sample_oneshot(model, images, cameras, path[[i]], steps, generator, temperature, guidance_scale)
         generated.append(last.image)
+        if opacities is not None:
+            opacities.append(float(last.opacity.mean()))
         images = torch.cat([images, last.image])
         cameras = Cameras.cat([cameras, path[[i]].resize(size, size).to(cameras.device, cameras.R.dtype)])
     return torch.cat(generated), last
