@@ -132,7 +132,8 @@ class DFM(ModelMixin, ConfigMixin):
         copied += _copy_matching(self.encoder.resnet, src_enc)
         conv, norm = self.encoder.target_stem[0], self.encoder.target_stem[1]
         conv.weight[:, 3:6] = src_enc["stem.0.weight"]
-        copied += 1 + _copy_matching(norm, {k[len("stem.1."):]: v for k, v in src_enc.items() if k.startswith("stem.1.")})
+        stem_norm = {k[len("stem.1."):]: v for k, v in src_enc.items() if k.startswith("stem.1.")}
+        copied += 1 + _copy_matching(norm, stem_norm)
         src_field = pixelnerf.field.state_dict()
         for field in (self.field, self.cond_field):
             dst = field.state_dict()

@@ -146,9 +146,10 @@ class PixelAlignedField(nn.Module):
                  extra_features: int = 0, time_dim: int = 0, feature_injections: int = 1,
                  pos_freq_factor: float = 1.0, use_viewdirs: bool = False):
         super().__init__()
-        if not 1 <= feature_injections <= max(1, min(combine_layer, n_blocks)):
-            raise ValueError(f"feature_injections={feature_injections} must lie in [1, {max(1, min(combine_layer, n_blocks))}] "
-                             f"(the blocks before the mean over views)")
+        most = default_injections(combine_layer, n_blocks)
+        if not 1 <= feature_injections <= most:
+            raise ValueError(f"feature_injections={feature_injections} must lie in [1, {most}] "
+                             "(the blocks before the mean over views)")
         self.extra_features, self.width = extra_features, width
         self.injections, self.pos_freq_factor, self.use_viewdirs = feature_injections, pos_freq_factor, use_viewdirs
         self.lin_feat = nn.Linear(feature_channels, feature_injections * width, bias=False)
