@@ -6,9 +6,10 @@ context-only field (RGB 3, depth 1, ``render_features`` channels: 3 + 3 + 1 + 64
 official model) and encoded at t; a pixel-aligned field conditioned on all views (FiLM time
 embedding, mean over views) is rendered at the target camera, and that render *is* x̂0.
 
-The encoder here is the time-conditioned ResNet of the official ``model_type=resnet`` option
-(the official default is a DiT-XL/2): pixelNeRF's ResNet layers with a FiLM of the time after
-every stage, so a trained pixelNeRF warm-starts it (:meth:`DFM.warm_start`).
+The encoder (:mod:`baselines.dfm_encoder`) is a time-conditioned ResNet with GroupNorm and the
+official full-resolution path; a trained pixelNeRF warm-starts it (:meth:`DFM.warm_start`).
+The denoising field is rendered the same way in training and sampling: a fixed grid of
+``n_coarse`` samples plus ``n_fine`` random importance samples, as the official renderer.
 """
 
 from __future__ import annotations
@@ -16,17 +17,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from torch import Tensor, nn
+from torch import Tensor
 
-from scenes.backbone import FEATURE_CHANNELS, PixelFeatureEncoder
+from scenes.backbone import FEATURE_CHANNELS
 from scenes.cameras import Cameras
 
-from .field_render import FieldRender, render_field, render_views
-from .pixel_field import PixelAlignedField, TimeMLP, ViewFeatures
+from .dfm_encoder import TimeConditionedEncoder
+from .field_render import FieldImages, FieldRender, render_field, render_views
+from .pixel_field import PixelAlignedField, ViewFeatures, default_injections
 
 TIMESTEPS = 1000
 
@@ -35,41 +36,6 @@ def make_scheduler() -> DDIMScheduler:
     """DFM's schedule: cosine, 1000 steps, x0-prediction; DDIM (eta 0) from t = 999 down."""
     return DDIMScheduler(num_train_timesteps=TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="sample",
                          clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing")
-
-
-class TimeConditionedEncoder(nn.Module):
-    """pixelNeRF's ResNet features with a FiLM of the time after each stage: (B, C_in, H, W), t (B,) -> (B, 512, H/2, W/2).
-
-    Clean RGB (3 channels) goes through the ResNet's own stem, the target input (``target_channels``)
-    through a second 7×7 stem (the official ``conv1`` / ``general_conv1``); the rest is shared.
-    """
-
-    def __init__(self, backbone: str, target_channels: int, time_dim: int):
-        super().__init__()
-        self.resnet = PixelFeatureEncoder(backbone)
-        self.target_stem = nn.Sequential(nn.Conv2d(target_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
-                                         nn.ReLU(inplace=True))
-        self.time = TimeMLP(time_dim)
-        widths = (64, 64, 128, 256)  # stem, layer1..3
-        self.films = nn.ModuleList(nn.Linear(2 * time_dim, 2 * w) for w in widths)
-        for film in self.films:  # start as the plain ResNet
-            nn.init.zeros_(film.weight)
-            nn.init.zeros_(film.bias)
-
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        emb = self.time(t)
-        r = self.resnet
-
-        def film(h: Tensor, k: int) -> Tensor:
-            scale, shift = self.films[k](emb)[..., None, None].chunk(2, dim=1)
-            return h * (1 + scale) + shift
-
-        x0 = film(r.stem(x) if x.shape[1] == 3 else self.target_stem(x), 0)
-        x1 = film(r.layer1(r.pool(x0)), 1)
-        x2 = film(r.layer2(x1), 2)
-        x3 = film(r.layer3(x2), 3)
-        ups = [F.interpolate(h, size=x0.shape[-2:], mode="bilinear", align_corners=False) for h in (x1, x2, x3)]
-        return torch.cat([x0, *ups], dim=1)
 
 
 @dataclass
@@ -88,14 +54,22 @@ class TargetCondition:
 class DFM(ModelMixin, ConfigMixin):
     """The DFM denoiser: contexts + noisy target view -> a 3D field whose render at the target is x̂0."""
 
+    # what a config.json saved before these options existed means (BatchNorm encoder at H/2, the
+    # feature entered once, frequencies 2^k, no view directions): such models still load as trained
+    LEGACY_CONFIG = {"norm": "batch", "high_res": False, "feature_injections": 1, "pos_freq_factor": 1.0,
+                     "use_viewdirs": False}
+
     @register_to_config
     def __init__(self, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
                  combine_layer: int = 3, render_features: int = 64, time_dim: int = 256, n_coarse: int = 64,
-                 n_fine: int = 64, n_cond: int = 64):
+                 n_fine: int = 64, n_cond: int = 64, norm: str = "group", high_res: bool = True,
+                 feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True):
         super().__init__()
-        self.encoder = TimeConditionedEncoder(backbone, 3 + 3 + 1 + render_features, time_dim)
-        self.field = PixelAlignedField(FEATURE_CHANNELS, width, n_blocks, combine_layer, render_features, time_dim)
-        self.cond_field = PixelAlignedField(FEATURE_CHANNELS, width, n_blocks, combine_layer, render_features, time_dim)
+        self.encoder = TimeConditionedEncoder(backbone, 3 + 3 + 1 + render_features, time_dim, norm, high_res)
+        k = feature_injections or default_injections(combine_layer, n_blocks)
+        fields = [PixelAlignedField(FEATURE_CHANNELS, width, n_blocks, combine_layer, render_features, time_dim,
+                                    k, pos_freq_factor, use_viewdirs) for _ in range(2)]
+        self.field, self.cond_field = fields
         self.scheduler = make_scheduler()
 
     # ------------------------------------------------------------------ the pieces
@@ -106,27 +80,31 @@ class DFM(ModelMixin, ConfigMixin):
 
     def condition(self, contexts: ViewFeatures, target: Cameras) -> TargetCondition:
         """Render the target camera (1 camera) from the context-only field: RGB, depth, features."""
-        rgb, depth, feats = render_views(self.cond_field, contexts, target, self.config.n_cond, 0,
-                                         chunk=self.render_chunk)
-        return TargetCondition(rgb, depth, feats)
+        out = render_views(self.cond_field, contexts, target, self.config.n_cond, 0, chunk=self.render_chunk)
+        return TargetCondition(out.rgb, out.depth, out.features)
 
     def encode_target(self, x_t: Tensor, t: Tensor, target: Cameras, cond: TargetCondition) -> ViewFeatures:
         """Noisy target (1, 3, H, W) in [-1, 1] at time t (1,) -> its features."""
         t = t.reshape(1).to(x_t.device)
         return ViewFeatures(self.encoder(cond.as_input(x_t), t), target.to(x_t.device, x_t.dtype), t.float())
 
-    def render_rays(self, scene: ViewFeatures, origins: Tensor, directions: Tensor, stratified: bool = False,
-                    projected: bool = False) -> FieldRender:
+    def render_rays(self, scene: ViewFeatures, origins: Tensor, directions: Tensor, projected: bool = False,
+                    generator: torch.Generator | None = None) -> FieldRender:
         """Render rays (R, 3) of the field conditioned on ``scene`` (contexts + the noisy target)."""
         return render_field(self.field, scene, origins, directions, self.config.n_coarse, self.config.n_fine,
-                            stratified, projected=projected)
+                            stratified=False, random_fine=True, projected=projected, generator=generator)
 
     @torch.no_grad()
-    def render_scene(self, scene: ViewFeatures, cameras: Cameras) -> Tensor:
+    def render_scene_images(self, scene: ViewFeatures, cameras: Cameras,
+                            generator: torch.Generator | None = None) -> FieldImages:
+        """RGB, depth, opacity (T, ·, H, W) of the field conditioned on ``scene`` (inference: no autograd)."""
+        return render_views(self.field, scene, cameras.to(scene.maps.device, scene.maps.dtype), self.config.n_coarse,
+                            self.config.n_fine, chunk=self.render_chunk, random_fine=True, generator=generator)
+
+    @torch.no_grad()
+    def render_scene(self, scene: ViewFeatures, cameras: Cameras, generator: torch.Generator | None = None) -> Tensor:
         """Full images (T, 3, H, W) in [0, 1] of the field conditioned on ``scene`` (inference: no autograd)."""
-        rgb, _, _ = render_views(self.field, scene, cameras.to(scene.maps.device, scene.maps.dtype),
-                                 self.config.n_coarse, self.config.n_fine, chunk=self.render_chunk)
-        return rgb
+        return self.render_scene_images(scene, cameras, generator).rgb
 
     render_chunk = 256  # rays per rendering chunk: small chunks keep the MLP's activations in cache
 
@@ -136,29 +114,26 @@ class DFM(ModelMixin, ConfigMixin):
         contexts = self.encode_contexts(images, cameras)
         cond = self.condition(contexts, target)
         scene = ViewFeatures.cat([contexts, self.encode_target(x_t, t, target, cond)])
-        return self.render_rays(scene, origins, directions, stratified=True), cond
+        return self.render_rays(scene, origins, directions), cond
 
     # ------------------------------------------------------------------ warm start
     @torch.no_grad()
     def warm_start(self, pixelnerf) -> int:
         """Copy a trained pixelNeRF into the encoder and both fields wherever shapes allow; returns tensors copied.
 
-        The target stem gets the RGB stem's weights on its rendered-RGB channels (3:6) and zeros
-        elsewhere, so at the start the target features are pixelNeRF's features of the render.
+        The target stem keeps its random initialisation (as the official ``general_conv1``) except
+        on its rendered-RGB channels (3:6), which get the RGB stem's weights; the fields' extra
+        feature outputs (rows 4:) start at zero, as the official zero-padding. Both learn from the
+        first step: the stem's random depth/feature weights pass the gradient to those rows.
+        Norm layers of a BatchNorm pixelNeRF give their affine weights only (an approximation).
         """
         copied = 0
         src_enc = pixelnerf.encoder.state_dict()
-        dst = self.encoder.resnet.state_dict()
-        for k, v in src_enc.items():
-            if k in dst and dst[k].shape == v.shape:
-                dst[k].copy_(v)
-                copied += 1
-        self.encoder.resnet.load_state_dict(dst)
-        conv, bn = self.encoder.target_stem[0], self.encoder.target_stem[1]
-        conv.weight.zero_()
+        copied += _copy_matching(self.encoder.resnet, src_enc)
+        conv, norm = self.encoder.target_stem[0], self.encoder.target_stem[1]
         conv.weight[:, 3:6] = src_enc["stem.0.weight"]
-        bn.load_state_dict({k[len("stem.1."):]: v for k, v in src_enc.items() if k.startswith("stem.1.")})
-        copied += 1 + len(bn.state_dict())
+        stem_norm = {k[len("stem.1."):]: v for k, v in src_enc.items() if k.startswith("stem.1.")}
+        copied += 1 + _copy_matching(norm, stem_norm)
         src_field = pixelnerf.field.state_dict()
         for field in (self.field, self.cond_field):
             dst = field.state_dict()
@@ -175,3 +150,15 @@ class DFM(ModelMixin, ConfigMixin):
                 copied += 1
             field.load_state_dict(dst)
         return copied
+
+
+def _copy_matching(module, source: dict) -> int:
+    """Copy every tensor of ``source`` whose name and shape ``module`` has; returns how many."""
+    dst = module.state_dict()
+    n = 0
+    for k, v in source.items():
+        if k in dst and dst[k].shape == v.shape:
+            dst[k].copy_(v)
+            n += 1
+    module.load_state_dict(dst)
+    return n

@@ -24,41 +24,55 @@ class FieldRender:
     coarse_rgb: Tensor | None = None  # (R, 3) the coarse pass, kept for NeRF's coarse loss
 
 
+@dataclass
+class FieldImages:
+    """Full images of a pixel-aligned field at T cameras."""
+
+    rgb: Tensor  # (T, 3, H, W)
+    depth: Tensor  # (T, 1, H, W)
+    opacity: Tensor  # (T, 1, H, W)
+    features: Tensor  # (T, F, H, W)
+
+
 def render_field(field: PixelAlignedField, views: ViewFeatures, origins: Tensor, directions: Tensor,
                  n_coarse: int, n_fine: int = 0, stratified: bool = False,
-                 generator: torch.Generator | None = None, projected: bool = False) -> FieldRender:
+                 generator: torch.Generator | None = None, projected: bool = False,
+                 random_fine: bool | None = None) -> FieldRender:
     """Render rays (R, 3) through ``field`` conditioned on ``views``: coarse + importance samples.
 
-    ``projected``: ``views`` already went through ``field.project_maps`` (chunked rendering).
+    ``stratified`` jitters the coarse samples, ``random_fine`` draws the importance samples at
+    random (default: as ``stratified``). ``projected``: ``views`` already went through
+    ``field.project_maps`` (chunked rendering).
     """
     projected = views if projected else field.project_maps(views)
 
-    def fn(points: Tensor, _dirs: Tensor) -> tuple[Tensor, Tensor]:
-        rgb, sigma, extra = field(projected, points, projected=True)
+    def fn(points: Tensor, dirs: Tensor) -> tuple[Tensor, Tensor]:
+        rgb, sigma, extra = field(projected, points, dirs, projected=True)
         return torch.cat([rgb, extra], dim=-1), sigma
 
     coarse, fine = render_coarse_fine(fn, origins, directions, n_coarse, n_fine, stratified=stratified,
-                                      generator=generator)
+                                      generator=generator, random_fine=random_fine)
     last = fine if fine is not None else coarse
     return FieldRender(last.rgb[:, :3], last.depth * last.opacity, last.opacity, last.rgb[:, 3:],
                        coarse.rgb[:, :3] if fine is not None else None)
 
 
 def render_views(field: PixelAlignedField, views: ViewFeatures, targets: Cameras, n_coarse: int, n_fine: int = 0,
-                 chunk: int = 4096) -> tuple[Tensor, Tensor, Tensor]:
-    """Full images at every target camera, rendered in chunks of rays.
+                 chunk: int = 4096, random_fine: bool = False,
+                 generator: torch.Generator | None = None) -> FieldImages:
+    """Full images at every target camera, rendered in chunks of rays (fixed coarse grid).
 
-    Returns rgb (T, 3, H, W), depth (T, 1, H, W) and extra features (T, F, H, W).
+    ``random_fine``: importance samples at random quantiles (DFM), else at fixed mid-quantiles.
     """
     o, d = targets.rays()  # (T, H, W, 3)
     o, d = o.reshape(-1, 3).to(views.maps), d.reshape(-1, 3).to(views.maps)
     views = field.project_maps(views)
-    parts = [render_field(field, views, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, projected=True)
+    parts = [render_field(field, views, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, projected=True,
+                          random_fine=random_fine, generator=generator)
              for i in range(0, o.shape[0], chunk)]
     T, H, W = len(targets), targets.height, targets.width
 
-    def image(x: Tensor) -> Tensor:
-        return x.reshape(T, H, W, -1).permute(0, 3, 1, 2)
+    def image(key: str) -> Tensor:
+        return torch.cat([getattr(p, key) for p in parts]).reshape(T, H, W, -1).permute(0, 3, 1, 2)
 
-    return (image(torch.cat([p.rgb for p in parts])), image(torch.cat([p.depth for p in parts])),
-            image(torch.cat([p.features for p in parts])))
+    return FieldImages(image("rgb"), image("depth"), image("opacity"), image("features"))

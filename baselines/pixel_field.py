@@ -1,9 +1,12 @@
 """The pixel-aligned radiance field shared by pixelNeRF and DFM.
 
 For every view v and 3D point p: project p into v, sample v's feature map there, append a
-positional encoding of p in v's camera frame, and run pixelNeRF's ResnetFC; after
+positional encoding of p in v's camera frame (frequencies ``pos_freq_factor``·2^k, pixelNeRF's
+1.5) and, optionally, the ray direction in that frame, and run pixelNeRF's ResnetFC; after
 ``combine_layer`` blocks the per-view activations are mean-pooled, so the field takes any
-number of views in any order. With ``time_dim`` > 0 every block is FiLM-modulated by a
+number of views in any order. The image feature enters through a linear map before each of
+the first ``feature_injections`` blocks (pixelNeRF's ``lin_z``: every block before the mean;
+DFM's field: only the input layer). With ``time_dim`` > 0 every block is FiLM-modulated by a
 per-view time embedding (DFM: 0 for clean contexts, t for the noisy target); after pooling
 the last view's embedding is used.
 """
@@ -80,13 +83,18 @@ class ResnetFC(nn.Module):
         self.blocks = nn.ModuleList(ResBlockFC(width, film) for _ in range(n_blocks))
         self.lin_out = nn.Linear(width, d_out)
 
-    def forward(self, h: Tensor, times: Tensor | None = None) -> Tensor:
-        """h (V, P, width); times (V,) per view (needed when the MLP is time-conditioned)."""
+    def forward(self, h: Tensor, times: Tensor | None = None, injections: list[Tensor] = ()) -> Tensor:
+        """h (V, P, width); times (V,) per view (needed when the MLP is time-conditioned).
+
+        ``injections[i]`` (V, P, width) is added before block i + 1 (all before the mean).
+        """
         emb = self.time(times)[:, None, :] if self.time is not None else None  # (V, 1, 2·time_dim)
         for i, block in enumerate(self.blocks):
             if i == self.combine_layer:
                 h = h.mean(dim=0)  # (P, width)
                 emb = emb[-1] if emb is not None else None
+            if 0 < i <= len(injections):
+                h = h + injections[i - 1]
             h = block(h, emb)
         if self.combine_layer >= len(self.blocks):
             h = h.mean(dim=0)
@@ -121,31 +129,53 @@ def sample_view_features(views: ViewFeatures, points: Tensor) -> tuple[Tensor, T
     return feats, x_cam
 
 
+def default_injections(combine_layer: int, n_blocks: int) -> int:
+    """pixelNeRF's number of ``lin_z`` maps: every block before the mean over views."""
+    return max(1, min(combine_layer, n_blocks))
+
+
 class PixelAlignedField(nn.Module):
     """Points (P, 3) + view features -> rgb (P, 3) in [0, 1], sigma (P,) >= 0, extra features (P, F).
 
-    The MLP's input layer is W·[feature, posenc(x_cam)] + b, split as ``lin_feat`` (applied to the
-    maps once per view, a 1×1 convolution) and ``lin_pos`` (applied per point).
+    The MLP's input layer is W·[feature, posenc(x_cam), dir_cam] + b, split as ``lin_feat``
+    (applied to the maps once per view, a 1×1 convolution; it also holds the later injections'
+    maps, ``feature_injections``·width rows) and ``lin_pos`` (applied per point).
     """
 
     def __init__(self, feature_channels: int, width: int, n_blocks: int, combine_layer: int,
-                 extra_features: int = 0, time_dim: int = 0):
+                 extra_features: int = 0, time_dim: int = 0, feature_injections: int = 1,
+                 pos_freq_factor: float = 1.0, use_viewdirs: bool = False):
         super().__init__()
-        self.extra_features = extra_features
-        self.lin_feat = nn.Linear(feature_channels, width, bias=False)
-        self.lin_pos = nn.Linear(harmonic_dim(3, POS_FREQS), width)
+        most = default_injections(combine_layer, n_blocks)
+        if not 1 <= feature_injections <= most:
+            raise ValueError(f"feature_injections={feature_injections} must lie in [1, {most}] "
+                             "(the blocks before the mean over views)")
+        self.extra_features, self.width = extra_features, width
+        self.injections, self.pos_freq_factor, self.use_viewdirs = feature_injections, pos_freq_factor, use_viewdirs
+        self.lin_feat = nn.Linear(feature_channels, feature_injections * width, bias=False)
+        self.lin_pos = nn.Linear(harmonic_dim(3, POS_FREQS) + 3 * use_viewdirs, width)
         self.mlp = ResnetFC(4 + extra_features, width, n_blocks, combine_layer, time_dim)
 
     def project_maps(self, views: ViewFeatures) -> ViewFeatures:
-        """The input layer's feature part applied to every map pixel: (V, C, h, w) -> (V, width, h, w)."""
+        """The feature maps through every injection's linear map: (V, C, h, w) -> (V, k·width, h, w)."""
         maps = torch.einsum("oc,vchw->vohw", self.lin_feat.weight, views.maps)
         return ViewFeatures(maps, views.cameras, views.times)
 
-    def forward(self, views: ViewFeatures, points: Tensor, projected: bool = False) -> tuple[Tensor, Tensor, Tensor]:
-        """Evaluate at points (P, 3); ``projected``: the views already went through :meth:`project_maps`."""
+    def forward(self, views: ViewFeatures, points: Tensor, directions: Tensor | None = None,
+                projected: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Evaluate at points (P, 3) seen along ``directions`` (P, 3) (needed with view directions).
+
+        ``projected``: the views already went through :meth:`project_maps`.
+        """
         if not projected:
             views = self.project_maps(views)
-        h, x_cam = sample_view_features(views, points)  # (V, P, width), (V, P, 3)
-        h = h + self.lin_pos(harmonic_embedding(x_cam, POS_FREQS))
-        out = self.mlp(h, views.times)
+        feats, x_cam = sample_view_features(views, points)  # (V, P, k·width), (V, P, 3)
+        h, *injections = feats.split(self.width, dim=-1)
+        pos = harmonic_embedding(x_cam, POS_FREQS, omega0=self.pos_freq_factor)
+        if self.use_viewdirs:
+            if directions is None:
+                raise ValueError("this field uses view directions: pass directions")
+            d = F.normalize(directions, dim=-1)
+            pos = torch.cat([pos, torch.einsum("vij,pj->vpi", views.cameras.R.to(d), d)], dim=-1)
+        out = self.mlp(h + self.lin_pos(pos), views.times, injections)
         return torch.sigmoid(out[:, :3]), F.relu(out[:, 3]), out[:, 4:]

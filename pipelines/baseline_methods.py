@@ -2,7 +2,8 @@
 
 ``dfm`` samples one target view with DDIM (the target least seen by the inputs: the one whose
 viewing direction is farthest from every input's), then renders every target camera from the
-field of the last denoising step, the sampled 3D scene, at the model's image size.
+field of the last denoising step, the sampled 3D scene, at the model's image size. Both set
+``last_opacity``, the rendered opacity at the targets (for the silhouette IoU).
 """
 
 from __future__ import annotations
@@ -37,14 +38,18 @@ class PixelNeRFMethod:
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         self.last_inputs = inputs
         self.last_stats = {"field_renders": len(targets)}
-        return self.render_scene(targets)
+        rgb, self.last_opacity = self._render(targets)
+        return rgb
+
+    def _render(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
+        images = self.last_inputs.images.to(self.device)
+        out = self.model.render_images(images, self.last_inputs.cameras.to(self.device), cameras.to(self.device))
+        return at_target_size(out.rgb.float(), cameras), at_target_size(out.opacity.float(), cameras)
 
     @torch.no_grad()
     def render_scene(self, cameras: Cameras) -> Tensor:
         """Images (N, 3, H, W) at any cameras, conditioned on the last scene's inputs."""
-        images = self.last_inputs.images.to(self.device)
-        pred = self.model.render(images, self.last_inputs.cameras.to(self.device), cameras.to(self.device))
-        return at_target_size(pred.float(), cameras)
+        return self._render(cameras)[0]
 
 
 class DFMMethod:
@@ -66,16 +71,19 @@ class DFMMethod:
         g = torch.Generator(self.device).manual_seed(self.seed)
         sample = sample_oneshot(self.model, inputs.images, inputs.cameras.to(self.device), targets[[k]], self.steps, g)
         self.last_scene = sample.scene
-        pred = self.render_scene(targets)
+        pred, self.last_opacity = self._render(targets, g)
         self.last_stats = {"field_renders": sample.renders + len(targets), "denoised_target": k}
         return pred
+
+    def _render(self, cameras: Cameras, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        s = self.model.config.image_size
+        out = self.model.render_scene_images(self.last_scene, cameras.to(self.device).resize(s, s), generator)
+        return at_target_size(out.rgb.float(), cameras), at_target_size(out.opacity.float(), cameras)
 
     @torch.no_grad()
     def render_scene(self, cameras: Cameras) -> Tensor:
         """Images (N, 3, H, W) of the last sampled 3D scene at any cameras (rendered at the model's size)."""
-        s = self.model.config.image_size
-        pred = self.model.render_scene(self.last_scene, cameras.to(self.device).resize(s, s))
-        return at_target_size(pred.float(), cameras)
+        return self._render(cameras)[0]
 
 
 @register("pixelnerf")

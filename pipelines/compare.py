@@ -144,7 +144,7 @@ def _pooled(method: str, per_cat: dict[str, dict]) -> dict:
     first = next(iter(per_cat.values()))
     return {"method": method, "scenes": len(rows), "mean": to_jsonable(summarize([_scalars(r) for r in rows])),
             "set": {"fid": Unavailable(reason).to_json(), "kid": Unavailable(reason).to_json()},
-            "availability": first["availability"]}
+            "availability": first["availability"], "per_scene": rows}
 
 
 def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict, skipped: dict,

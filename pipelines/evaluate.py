@@ -1,7 +1,9 @@
 """``sparsefusion evaluate``: one protocol for every method.
 
 Per scene: V input views, the other evaluation frames as targets; PSNR/SSIM on the masked
-image, foreground PSNR, LPIPS and FID/KID where their weights exist, seconds per scene.
+image, foreground PSNR, silhouette IoU (rendered opacity > 0.5 for methods that render one, any
+channel > 0.1 otherwise, against the mask > 0.5 in the valid region), LPIPS and FID/KID where
+their weights exist, seconds per scene.
 Finished scenes are kept under ``scenes/`` in the output folder, so a rerun resumes. Under
 ``torchrun`` the scenes are shared between the processes (``pipelines.processes``).
 """
@@ -133,10 +135,16 @@ def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Met
     seconds = time.perf_counter() - start
     if pred.shape != gt.images.shape:
         raise RuntimeError(f"{cfg.method} returned {tuple(pred.shape)} for targets {tuple(gt.images.shape)}")
-    per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid)
+    opacity = getattr(method, "last_opacity", None)
+    if opacity is not None:
+        opacity = opacity.float().cpu()
+        if opacity.shape != gt.masks.shape:
+            raise RuntimeError(f"{cfg.method} rendered opacity {tuple(opacity.shape)} for targets {tuple(gt.masks.shape)}")
+    per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid, opacity)
     row = {
         "scene": scene.name, "index": scene.index, "seconds": seconds,
         "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
+        "silhouette_from": "image" if opacity is None else "opacity",
         **getattr(method, "last_stats", {}),
         **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
         "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
@@ -228,7 +236,8 @@ def _fmt(value, digits: int = 2) -> str:
 
 def markdown_table(summaries: list[dict]) -> str:
     """Markdown table of mean metrics, one row per method, with unavailable metrics explained."""
-    cols = [("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("psnr_fg", "PSNR fg", 2), ("lpips", "LPIPS", 3),
+    cols = [("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("psnr_fg", "PSNR fg", 2), ("silhouette_iou", "IoU", 3),
+            ("lpips", "LPIPS", 3),
             ("fid", "FID", 1), ("kid", "KID", 4), ("seconds", "s/scene", 2),
             ("unet_evaluations", "UNet evals/scene", 0)]
     lines = ["| method | scenes | " + " | ".join(c[1] for c in cols) + " |",
@@ -240,5 +249,12 @@ def markdown_table(summaries: list[dict]) -> str:
         for k, reason in s.get("availability", {}).items():
             if reason != "ok":
                 notes[k] = reason
+    sources = {}
+    for s in summaries:
+        rows = s.get("per_scene") or [{}]
+        sources.setdefault(rows[0].get("silhouette_from", "image"), []).append(s["method"])
+    how = {"opacity": "rendered opacity > 0.5", "image": "any channel > 0.1"}
     lines += [""] + [f"- {k}: unavailable: {r}" for k, r in sorted(notes.items())]
+    lines.append("- IoU: silhouette against the mask > 0.5 in the valid region; predicted silhouette "
+                 + "; ".join(f"{how[k]} ({', '.join(v)})" for k, v in sorted(sources.items(), reverse=True)))
     return "\n".join(lines) + "\n"

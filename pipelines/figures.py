@@ -121,8 +121,12 @@ def dfm_turntable(cfg: FigureConfig) -> Tensor:
     step = max(1, cfg.frames // (cfg.path_views + 1))
     path = every[list(range(step, step * (cfg.path_views + 1), step))[: cfg.path_views]]
     g = torch.Generator(device).manual_seed(cfg.seeds[0])
+    opacities: list[float] = []
     generated, last = sample_autoregressive(model, scene.inputs.images, scene.inputs.cameras.to(device), path,
-                                            cfg.steps, g)  # (P, 3, s, s)
+                                            cfg.steps, g, opacities=opacities)  # (P, 3, s, s)
+    print("dfm-turntable: mean opacity of the generated views in path order: "
+          + ", ".join(f"{o:.3f}" for o in opacities)
+          + (f" (last/first {opacities[-1] / opacities[0]:.0%})" if opacities and opacities[0] > 0 else ""))
     s = model.config.image_size
     frames = model.render_scene(last.scene, every.resize(s, s))  # (N, 3, s, s)
     if float(frames.amax()) < 0.5 / 255:  # every GIF pixel would be 0: the sampled field has no density left

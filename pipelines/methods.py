@@ -35,7 +35,9 @@ class Method(Protocol):
         """Images (T, 3, H, W) in [0, 1], one per target camera, at the targets' size.
 
         A method may set ``last_stats`` (e.g. ``{"unet_evaluations": n}``): the harness adds
-        it to the scene's row. A 3D method also has ``render_scene(cameras) -> images``: the
+        it to the scene's row. A method that renders opacity sets ``last_opacity`` (T, 1, H, W)
+        in [0, 1] at the targets' size in every ``predict``: the silhouette IoU uses it (opacity
+        > 0.5) instead of the image (any channel > 0.1). A 3D method also has ``render_scene(cameras) -> images``: the
         3D scene it built in its last ``predict``, rendered at any cameras (turntables).
         """
         ...

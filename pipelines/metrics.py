@@ -1,4 +1,4 @@
-"""Image metrics for the evaluation harness: PSNR, foreground PSNR, SSIM, LPIPS, FID/KID.
+"""Image metrics for the evaluation harness: PSNR, foreground PSNR, SSIM, silhouette IoU, LPIPS, FID/KID.
 
 Conventions: images are float in [0, 1], shape (B, 3, H, W); masks are (B, 1, H, W) in [0, 1].
 Ground truth arrives foreground-masked on black (dataset convention); nothing here re-masks it,
@@ -94,6 +94,30 @@ def psnr_fg(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
     The mask is used as given (soft weights); CO3D binarises it first (pass ``(mask >= 0.5)``).
     """
     return _weighted_psnr(pred, gt, mask)
+
+
+OPACITY_THRESHOLD = 0.5  # a rendered pixel belongs to the silhouette when its opacity exceeds this
+IMAGE_THRESHOLD = 0.1  # ... or, for a method without opacity, when any channel exceeds this (black background)
+MASK_THRESHOLD = 0.5  # ground-truth foreground: mask above this
+
+
+def silhouette(pred: Tensor, opacity: Tensor | None = None) -> Tensor:
+    """Predicted silhouette (B,1,H,W) bool: opacity > 0.5 when given, else any channel of pred (B,3,H,W) > 0.1."""
+    if opacity is not None:
+        return opacity > OPACITY_THRESHOLD
+    return (pred > IMAGE_THRESHOLD).any(dim=1, keepdim=True)
+
+
+def silhouette_iou(pred_silhouette: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+    """IoU of a predicted silhouette (B,1,H,W) bool with the gt mask > 0.5 over the valid region (> 0.5) -> (B,).
+
+    An image where both are empty scores 1.
+    """
+    gt = mask > MASK_THRESHOLD
+    inside = torch.ones_like(gt) if valid is None else valid > 0.5
+    inter = (pred_silhouette & gt & inside).flatten(1).sum(1).float()
+    union = ((pred_silhouette | gt) & inside).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
 def ssim(pred: Tensor, gt: Tensor) -> Tensor:
@@ -194,7 +218,7 @@ class MetricSuite:
 
     def availability(self) -> dict[str, str]:
         """Metric name -> "ok" or the reason it cannot be computed."""
-        out = {"psnr": "ok", "psnr_fg": "ok", "ssim": "ok"}
+        out = {"psnr": "ok", "psnr_fg": "ok", "ssim": "ok", "silhouette_iou": "ok"}
         lp = self._lpips_reason()
         out["lpips"] = lp or "ok"
         if self.lpips_backbone_random:
@@ -215,19 +239,22 @@ class MetricSuite:
         return self._lpips
 
     @torch.no_grad()
-    def per_image(self, pred: Tensor, gt: Tensor, mask: Tensor,
-                  valid: Tensor | None = None) -> dict[str, Tensor | Unavailable]:
+    def per_image(self, pred: Tensor, gt: Tensor, mask: Tensor, valid: Tensor | None = None,
+                  opacity: Tensor | None = None) -> dict[str, Tensor | Unavailable]:
         """Per-image metrics, each a (B,) tensor on CPU or an Unavailable.
 
         pred (B,3,H,W) as rendered (on black); gt (B,3,H,W) already masked on black;
-        mask (B,1,H,W) gt foreground; valid (B,1,H,W) region for psnr (default all).
+        mask (B,1,H,W) gt foreground; valid (B,1,H,W) region for psnr and the silhouette IoU
+        (default all); opacity (B,1,H,W) the method's rendered opacity, when it has one.
         """
         pred = pred.to(self.device, torch.float32).clamp(0, 1)
         gt = gt.to(self.device, torch.float32)
         mask = mask.to(self.device, torch.float32)
         valid = None if valid is None else valid.to(self.device, torch.float32)
+        opacity = None if opacity is None else opacity.to(self.device, torch.float32)
         out: dict[str, Tensor | Unavailable] = {
             "psnr": psnr(pred, gt, valid), "psnr_fg": psnr_fg(pred, gt, mask), "ssim": ssim(pred, gt),
+            "silhouette_iou": silhouette_iou(silhouette(pred, opacity), mask, valid),
         }
         reason = self._lpips_reason()
         if reason is None or self.lpips_backbone_random:
@@ -319,6 +346,6 @@ def summarize(rows: list[dict]) -> dict:
 
 
 __all__ = [
-    "Unavailable", "MetricSuite", "psnr", "psnr_fg", "ssim", "summarize", "to_jsonable", "mask_on_black",
+    "Unavailable", "MetricSuite", "psnr", "psnr_fg", "ssim", "silhouette", "silhouette_iou", "summarize", "to_jsonable", "mask_on_black",
     "checkpoint_dir", "lpips_weights_path", "inception_weights_path", "LPIPS_RANDOM_KEY",
 ]

@@ -4,8 +4,9 @@ Each fits a field per scene from the input views with the shipped demo VLDM (or
 ``--checkpoint``) as teacher, using the reconstruct preset of the same name (``demo``, ``fast``,
 ``sds``, ``paper`` under configs/reconstruct/), then renders it at the target cameras.
 ``sparsefusion-paper`` is the published recipe, the reference the faster presets are measured
-against (≈ 76,000 UNet evaluations per scene: meant for a GPU). The UNet
-evaluations of the last scene are reported in ``last_stats``.
+against (≈ 76,000 UNet evaluations per scene: meant for a GPU). The UNet evaluations of the
+last scene are reported in ``last_stats``, its rendered opacity at the targets in
+``last_opacity`` (the silhouette IoU).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class SparseFusionMethod:
                             seed=self.context.seed, progress=False)
         self.last_stats = {"unet_evaluations": fit.unet_evaluations, "iterations": fit.iterations}
         self.last_fit = fit
-        return self.render_scene(targets)
+        rgb, _, opacity = render_views(fit.field, targets, fit.sampler)
+        self.last_opacity = opacity.clamp(0, 1)
+        return rgb.clamp(0, 1)
 
     def render_scene(self, cameras: Cameras) -> Tensor:
         """Images (N, 3, H, W) of the last fitted field at any cameras."""

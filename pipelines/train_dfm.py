@@ -4,9 +4,13 @@ Per step: one sequence, 1–3 context views and two target views (never contexts
 noised to a uniform t (cosine schedule, 1000 steps); the field conditioned on the contexts and
 the noisy target renders one random patch of each target, and x̂0 is that render:
 loss = L2(patches) + L2(deterministic context-only render of target 0, full image)
-+ ``lpips_weight``·LPIPS-VGG(patches) when its weights are on the machine. With probability
-``cond_drop`` the contexts are zeroed (and the deterministic-render loss with them), which is
-what classifier-free guidance needs. ``warm_start`` copies a trained pixelNeRF in first.
++ ``lpips_weight``·LPIPS-VGG(patches) when its weights are on the machine. Both L2 terms are
+taken in [-1, 1] (the official scale: 4× the [0, 1] MSE), so LPIPS at 0.2 has its published
+weight. With probability ``cond_drop`` the contexts are filled with grey (0 in [-1, 1], as the
+official ``ctxt_rgb * 0``) and the deterministic-render loss is dropped, which is what
+classifier-free guidance needs. The draw is per example: each example (one per process and
+micro-step at ``train.batch_size`` 1) draws its own; the official draws once per step for the
+whole batch. ``warm_start`` copies a trained pixelNeRF in first.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from scenes.io import write_image
 from scenes.training import TrainViews, cameras_of, collate_single
 
 from .config import save_config
+from .train_pixelnerf import check_injections
 from .evaluate import DataConfig
 from .runtime import output_dir
 from .trainer import TrainConfig, Trainer
@@ -51,6 +56,17 @@ class DFMModelConfig:
     """Importance samples per ray of the denoising field."""
     n_cond: int = 64
     """Samples per ray of the deterministic context-only render."""
+    norm: str = "group"
+    """Normalisation in the encoder: group (no batch statistics, the denoiser's) or batch (models before issue 13)."""
+    high_res: bool = True
+    """Full-resolution encoder output refined by a stride-1 skip of x_t and the rendered RGB (official use_high_res)."""
+    feature_injections: int | None = None
+    """Blocks the image feature enters before (null: every block before the mean, pixelNeRF's lin_z; the official
+    DFM field: 1); must be the warm-start pixelNeRF's."""
+    pos_freq_factor: float = 1.5
+    """Lowest positional-encoding frequency (official: 1.5)."""
+    use_viewdirs: bool = True
+    """Ray directions in each view's frame as field input (official DFM: false); as the warm-start pixelNeRF."""
 
 
 @dataclass
@@ -74,7 +90,7 @@ class TrainDFMConfig:
     lpips_weight: float = 0.2
     """Weight of LPIPS-VGG on the patches (off, with one line, when its weights are missing)."""
     cond_drop: float = 0.0
-    """Probability of zeroing the contexts of a step (enables guidance at sampling time)."""
+    """Probability of filling an example's contexts with grey (enables guidance at sampling time; official RE10k: 0.1)."""
     min_frames: int = 11
     """Sequences with fewer frames are not used."""
     frames_per_sample: int = 20
@@ -94,17 +110,36 @@ def build_model(cfg: TrainDFMConfig):
         raise UserError("data.image_size must be set: the model is trained at one square size")
     if cfg.patch > size:
         raise UserError(f"patch={cfg.patch} is larger than data.image_size={size}")
+    check_injections(m.feature_injections, m.combine_layer, m.n_blocks)
     model = DFM(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.render_features, m.time_dim,
-                m.n_coarse, m.n_fine, m.n_cond)
+                m.n_coarse, m.n_fine, m.n_cond, norm=m.norm, high_res=m.high_res,
+                feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
+                use_viewdirs=m.use_viewdirs)
     if cfg.warm_start:
         from baselines.load import load_pixelnerf
 
         pn = load_pixelnerf(cfg.warm_start)
-        if pn.config.backbone != m.backbone or pn.config.width != m.width:
-            raise UserError(f"warm_start: the pixelNeRF at {cfg.warm_start} has backbone {pn.config.backbone} and "
-                            f"width {pn.config.width}; this DFM has {m.backbone} and {m.width}")
-        print(f"DFM warm start: {model.warm_start(pn)} tensors copied from the pixelNeRF at {cfg.warm_start}")
+        check_warm_start(pn, m, cfg.warm_start)
+        note = "" if pn.config.norm == m.norm else (f" (its encoder has {pn.config.norm} norm, this one {m.norm}: "
+                                                    "conv weights and norm affines copied, an approximate start)")
+        print(f"DFM warm start: {model.warm_start(pn)} tensors copied from the pixelNeRF at {cfg.warm_start}{note}")
     return model
+
+
+def check_warm_start(pn, m: DFMModelConfig, folder: str) -> None:
+    """A pixelNeRF can warm-start this DFM only with the same encoder and field structure (UserError otherwise)."""
+    from baselines.pixel_field import default_injections
+
+    mine = {"backbone": m.backbone, "width": m.width, "n_blocks": m.n_blocks, "combine_layer": m.combine_layer,
+            "feature_injections": m.feature_injections or default_injections(m.combine_layer, m.n_blocks),
+            "pos_freq_factor": m.pos_freq_factor,
+            "use_viewdirs": m.use_viewdirs}
+    theirs = {k: pn.config[k] for k in mine if k != "feature_injections"}
+    theirs["feature_injections"] = pn.field.injections
+    differ = [f"{k}: {theirs[k]} vs {v}" for k, v in mine.items() if theirs[k] != v]
+    if differ:
+        raise UserError(f"warm_start: the pixelNeRF at {folder} does not match this DFM (pixelNeRF vs model.*): "
+                        + "; ".join(differ))
 
 
 def random_patch_rays(cameras, images: torch.Tensor, patch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,6 +159,7 @@ def random_patch_rays(cameras, images: torch.Tensor, patch: int) -> tuple[torch.
 
 def make_step(cfg: TrainDFMConfig, scheduler, perceptual):
     """The per-example loss of DFM (patches of two targets + the deterministic render)."""
+    from baselines.dfm_sampling import GREY
 
     def step(models, batch, step_index):
         net = models["dfm"]
@@ -135,15 +171,15 @@ def make_step(cfg: TrainDFMConfig, scheduler, perceptual):
         gt0 = batch["query_image"]  # (1, 3, H, W)
         targets = type(cams).cat([target0, cams[[v]]])
         gts = torch.cat([gt0, batch["context_images"][v:]])
-        dropped = torch.rand(()) < cfg.cond_drop
+        dropped = torch.rand(()) < cfg.cond_drop  # per example (see the module docstring)
         if dropped:
-            ctx_images = torch.zeros_like(ctx_images)
+            ctx_images = torch.full_like(ctx_images, GREY)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), device=dev)
         x_t = scheduler.add_noise(gt0 * 2 - 1, torch.randn_like(gt0), t)
         o, d, colours = random_patch_rays(targets, gts, cfg.patch)
         x0, cond = net(ctx_images, ctx, x_t, t, target0, o, d)
-        rgb = F.mse_loss(x0.rgb, colours)
-        cond_loss = torch.zeros_like(rgb) if dropped else F.mse_loss(cond.rgb, gt0)
+        rgb = F.mse_loss(x0.rgb * 2 - 1, colours * 2 - 1)  # L2 in [-1, 1], as official
+        cond_loss = torch.zeros_like(rgb) if dropped else F.mse_loss(cond.rgb * 2 - 1, gt0 * 2 - 1)
         loss = rgb + cond_loss
         logs = {"rgb": rgb.detach(), "cond": cond_loss.detach()}
         if perceptual is not None and cfg.lpips_weight > 0:

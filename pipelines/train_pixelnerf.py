@@ -42,6 +42,15 @@ class PixelNeRFModelConfig:
     """Stratified samples per ray."""
     n_fine: int = 32
     """Importance samples per ray (re-evaluated with the coarse ones)."""
+    norm: str = "batch"
+    """Encoder normalisation: batch (torchvision's, for ImageNet weights) or group (no batch statistics;
+    what a DFM warm-started from this model uses)."""
+    feature_injections: int | None = None
+    """Blocks the image feature enters before (null: every block before the mean, the official lin_z)."""
+    pos_freq_factor: float = 1.5
+    """Lowest positional-encoding frequency (official freq_factor 1.5)."""
+    use_viewdirs: bool = True
+    """Ray directions in each input view's frame as MLP input (official default: true)."""
 
 
 @dataclass
@@ -80,12 +89,23 @@ def build_model(cfg: TrainPixelNeRFConfig):
         raise UserError("data.image_size must be set: the model is trained at one square size")
     if not 0 <= m.combine_layer <= m.n_blocks:
         raise UserError(f"model.combine_layer={m.combine_layer} must lie in [0, model.n_blocks={m.n_blocks}]")
-    model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine)
+    check_injections(m.feature_injections, m.combine_layer, m.n_blocks)
+    model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine, norm=m.norm,
+                      feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
+                      use_viewdirs=m.use_viewdirs)
     if m.backbone_weights:
-        model.encoder = PixelFeatureEncoder(m.backbone, m.backbone_weights)
+        model.encoder = PixelFeatureEncoder(m.backbone, m.backbone_weights, norm=m.norm)
     else:
         print("pixelNeRF backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
     return model
+
+
+def check_injections(k: int | None, combine_layer: int, n_blocks: int) -> None:
+    """model.feature_injections must name blocks before the mean over views (UserError otherwise)."""
+    most = max(1, min(combine_layer, n_blocks))
+    if k is not None and not 1 <= k <= most:
+        raise UserError(f"model.feature_injections={k} must lie in [1, {most}] (the blocks before the mean over views) "
+                        "or be null")
 
 
 def random_rays(cameras, valid, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

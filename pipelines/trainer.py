@@ -2,7 +2,7 @@
 
 A command builds its models and a ``step_fn(models, batch, step) -> {"loss": tensor, ...}``;
 :class:`Trainer` does the rest: devices and processes (accelerate: one CPU, GPUs, ``torchrun``),
-gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``), mixed precision,
+gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``, plus an EMA of the buffers), mixed precision,
 checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
 ``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
 random and data state, ``log.jsonl``, periodic samples, a fixed validation loss, a weights-only
@@ -36,6 +36,8 @@ from tqdm import tqdm
 
 from scenes.errors import UserError
 from scenes.io import write_bytes, write_json
+
+from .buffer_ema import BufferEMA
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -205,6 +207,7 @@ class Trainer:
             from diffusers.training_utils import EMAModel
 
             self.ema = {n: EMAModel(self.unwrapped[n].parameters(), decay=cfg.ema_decay) for n in trainable}
+        self.ema_buffers = {n: BufferEMA(self.unwrapped[n]) for n in self.ema}
         self.step = 0
         self.saved_step = None  # step of the newest checkpoint this trainer wrote or resumed from
         self.seconds_before = 0.0
@@ -227,6 +230,7 @@ class Trainer:
         for n, ema in self.ema.items():
             out[n] = copy.deepcopy(out[n])
             ema.copy_to(out[n].parameters())
+            self.ema_buffers[n].copy_to(out[n])
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -281,6 +285,7 @@ class Trainer:
                 self.step += 1
                 for n, ema in self.ema.items():
                     ema.step(self.unwrapped[n].parameters())
+                    self.ema_buffers[n].step(self.unwrapped[n], ema.cur_decay_value)
                 bar.update()
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     last = window.flush(acc, self.step, self.optimizer.param_groups[0]["lr"],
@@ -402,6 +407,7 @@ class Trainer:
                 save_file({str(i): p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
                           tmp / f"ema_{n}.safetensors")
                 ema_state[n] = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+                self.ema_buffers[n].save(tmp / f"ema_buffers_{n}.safetensors")
             write_json(tmp / STATE_FILE, {"step": self.step, "seconds": self.seconds_before + seconds,
                                           "num_processes": acc.num_processes, "ema": ema_state})
             if final.exists():
@@ -460,6 +466,7 @@ class Trainer:
             if len(shadow) != len(ema.shadow_params):
                 raise UserError(f"{file} holds {len(shadow)} tensors, the model has {len(ema.shadow_params)}")
             ema.load_state_dict({**scalars[n], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
+            self.ema_buffers[n].load(path / f"ema_buffers_{n}.safetensors")
 
 
 class _Window:

@@ -3,6 +3,11 @@
 ResNet-18 (EFT) and ResNet-34 (pixelNeRF) give 64 + 64 + 128 + 256 = 512 channels at H/2.
 ImageNet weights are loaded only from a local file; otherwise the weights are random (the
 training commands say so in one line).
+
+``norm``: ``batch`` is torchvision's (ImageNet-compatible) BatchNorm; ``group`` puts GroupNorm
+(32 groups) in every place instead, so an image's features never depend on the other images
+of its batch or on running statistics: train and eval mode compute the same function (what a
+time-conditioned denoiser needs, and what a model trained one small batch at a time wants).
 """
 
 from __future__ import annotations
@@ -17,17 +22,30 @@ from torch import Tensor, nn
 from .errors import UserError
 
 FEATURE_CHANNELS = 512
+NORMS = ("batch", "group")
+GROUPS = 32
+
+
+def norm_layer(norm: str):
+    """The normalisation layer factory of ``norm`` (channels -> module)."""
+    if norm not in NORMS:
+        raise UserError(f"unknown norm {norm!r} (batch or group)")
+    if norm == "batch":
+        return nn.BatchNorm2d
+    return lambda channels: nn.GroupNorm(min(GROUPS, channels), channels)
 
 
 class PixelFeatureEncoder(nn.Module):
     """conv1 + layer1..3 of a torchvision ResNet; images (B,3,H,W) in [0,1] -> (B,512,H/2,W/2)."""
 
-    def __init__(self, arch: str = "resnet18", weights_path: str | None = None):
+    def __init__(self, arch: str = "resnet18", weights_path: str | None = None, norm: str = "batch"):
         super().__init__()
         if arch not in ("resnet18", "resnet34"):
             raise UserError(f"unknown backbone {arch!r} (resnet18 or resnet34)")
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm_layer(norm))
         if weights_path:
+            if norm != "batch":
+                raise UserError(f"ImageNet weights are for BatchNorm; norm={norm!r} cannot use {weights_path}")
             path = Path(weights_path)
             if not path.is_file():
                 raise UserError(f"backbone weights not found: {path}")
@@ -35,6 +53,7 @@ class PixelFeatureEncoder(nn.Module):
             missing, _ = net.load_state_dict(state, strict=False)
             if any(k.startswith(("conv1", "layer1")) for k in missing):
                 raise UserError(f"{path} is not a torchvision {arch} state dict")
+        self.norm = norm
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu)
         self.pool = net.maxpool
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3

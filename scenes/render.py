@@ -147,10 +147,13 @@ def render_rays(
 def render_coarse_fine(
     field: FieldFn, origins: Tensor, directions: Tensor, n_coarse: int = 64, n_fine: int = 32,
     half_size: float = BOX_HALF_SIZE, stratified: bool = False, background: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, random_fine: bool | None = None,
 ) -> tuple[Composite, Composite | None]:
     """Like :func:`render_rays`, but both passes keep gradients (NeRF's coarse + fine losses).
 
+    ``stratified`` jitters the coarse bins; ``random_fine`` draws the importance samples at
+    random quantiles (default: as ``stratified``). DFM's renderer is a fixed grid plus random
+    importance samples (``stratified=False, random_fine=True``).
     Returns (coarse, fine); fine is None when ``n_fine`` is 0.
     """
     near, far, hit = ray_box_intersect(origins, directions, half_size)
@@ -158,5 +161,6 @@ def render_coarse_fine(
     coarse = _render_samples(field, origins, directions, edges, hit, background)
     if n_fine == 0:
         return coarse, None
-    fine_edges = importance_edges(edges, coarse.weights, n_fine, stratified, generator)
+    random_fine = stratified if random_fine is None else random_fine
+    fine_edges = importance_edges(edges, coarse.weights, n_fine, random_fine, generator)
     return coarse, _render_samples(field, origins, directions, fine_edges, hit, background)

@@ -45,6 +45,7 @@ def test_pixelnerf_is_invariant_to_the_order_of_input_views():
     model = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4).eval()
     for p in model.field.parameters():  # leave the zero-initialised residual branches: break the symmetry
         p.data.normal_(0, 0.3)
+    model.field.mlp.lin_out.bias.data[3] += 10.0  # dense enough that the render shows the features
     cams, images = ring(3), torch.rand(3, 3, 32, 32)
     o, d = ring(4)[[3]].rays()
     o, d = o.reshape(-1, 3)[:64], d.reshape(-1, 3)[:64]
@@ -61,6 +62,8 @@ def _tiny_dfm(seed: int = 0) -> DFM:
     model = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8).eval()
     for p in list(model.field.parameters()) + list(model.cond_field.parameters()):
         p.data.normal_(0, 0.3)
+    for field in (model.field, model.cond_field):
+        field.mlp.lin_out.bias.data[3] += 10.0  # a dense field
     return model
 
 
@@ -93,18 +96,24 @@ def test_dfm_sampling_runs_one_shot_and_autoregressive():
     assert guided.renders == 4
 
 
-def test_dfm_warm_start_reproduces_pixelnerf_features():
+@pytest.mark.parametrize("high_res", [False, True])
+def test_dfm_warm_start_reproduces_pixelnerf_features(high_res):
+    import torch.nn.functional as F
+
     torch.manual_seed(0)
-    pn = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4).eval()
-    dfm = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8).eval()
+    pn = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4, norm="group").eval()
+    dfm = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8, high_res=high_res).eval()
     assert dfm.warm_start(pn) > 0
     images, cams = torch.rand(2, 3, 32, 32), ring(2)
     with torch.no_grad():
-        ref = pn.encode(images, cams).maps
+        ref = pn.encode(images, cams).maps  # (2, 512, 16, 16)
         got = dfm.encode_contexts(images, cams).maps
-        pts = torch.randn(50, 3) * 0.5
-        rgb_pn, sigma_pn, _ = pn.field(ViewFeatures(ref, cams), pts)
-        rgb_dfm, sigma_dfm, extra = dfm.field(ViewFeatures(got, cams, torch.zeros(2)), pts)
+        if high_res:  # full resolution: the upsampled pixelNeRF features, the pixel-level refinement starts at 0
+            assert got.shape[-2:] == (32, 32)
+            ref = F.interpolate(ref, size=(32, 32), mode="bilinear", align_corners=False)
+        pts, dirs = torch.randn(50, 3) * 0.5, torch.randn(50, 3)
+        rgb_pn, sigma_pn, _ = pn.field(ViewFeatures(ref, cams), pts, dirs)
+        rgb_dfm, sigma_dfm, extra = dfm.field(ViewFeatures(got, cams, torch.zeros(2)), pts, dirs)
     torch.testing.assert_close(got, ref)  # FiLM starts at the identity
     torch.testing.assert_close(rgb_dfm, rgb_pn)
     torch.testing.assert_close(sigma_dfm, sigma_pn)
@@ -173,6 +182,8 @@ def test_harness_runs_the_baselines(trained, data, tmp_path, method):
     row = summary["per_scene"][0]
     assert summary["scenes"] == 1 and math.isfinite(row["psnr"]) and row["seconds"] > 0
     assert row["field_renders"] == (4 if method == "pixelnerf" else 50 + 4)
+    assert row["silhouette_from"] == "opacity" and 0 <= row["silhouette_iou"] <= 1
+    assert "rendered opacity > 0.5 (" + method + ")" in (out / "metrics.md").read_text()
 
 
 def test_two_process_pixelnerf_training(data, tmp_path):

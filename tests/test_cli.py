@@ -35,6 +35,7 @@ def test_evaluate_nearest_view_writes_metrics_and_resumes(sphere_root, tmp_path,
         assert m["mean"]["lpips"]["available"] is False and "weights" in m["mean"]["lpips"]["reason"]
     for row in m["per_scene"]:
         assert len(row["targets"]) == 8 and not set(row["inputs"]) & set(row["targets"])
+        assert row["silhouette_from"] == "image" and 0 <= row["silhouette_iou"] <= 1
     assert (out / "config.yaml").is_file() and "| nearest-view |" in (out / "metrics.md").read_text()
     # a rerun resumes: the scene files are reused, the numbers are the same
     stamp = (out / "scenes" / "seq_0.json").stat().st_mtime_ns

@@ -127,6 +127,53 @@ def test_ssim_sees_the_image_border():
     assert (ssim(pred, gt) < 0.999).all()
 
 
+# ---- silhouette IoU -----------------------------------------------------------------------
+def _sil_case():
+    """2x3 images: gt mask > 0.5 at [[1, 0, 1], [0, 1, 1]]; the last pixel outside the valid region."""
+    mask = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.6]]).reshape(1, 1, 2, 3)
+    valid = torch.tensor([[1.0, 1, 1], [1, 1, 0]]).reshape(1, 1, 2, 3)
+    return mask, valid
+
+
+def test_silhouette_iou_from_opacity_by_hand():
+    mask, valid = _sil_case()
+    opacity = torch.tensor([[0.9, 0.6, 0.2], [0.5, 0.7, 0.0]]).reshape(1, 1, 2, 3)  # > 0.5: [[1, 1, 0], [0, 1, 0]]
+    sil = M.silhouette(torch.zeros(1, 3, 2, 3), opacity)
+    assert sil.flatten().tolist() == [True, True, False, False, True, False]
+    # valid: intersection {(0,0), (1,1)} = 2, union {(0,0), (0,1), (0,2), (1,1)} = 4
+    assert M.silhouette_iou(sil, mask, valid).tolist() == [0.5]
+    assert M.silhouette_iou(sil, mask).tolist() == [pytest.approx(2 / 5)]  # (1,2) counts without the valid region
+
+
+def test_silhouette_iou_of_an_image_is_any_channel_above_a_tenth():
+    mask, _ = _sil_case()
+    img = torch.zeros(1, 3, 2, 3)
+    img[0, :, 0, 0] = torch.tensor([0.05, 0.05, 0.2])  # yes
+    img[0, :, 0, 1] = 0.1  # no: not above 0.1
+    img[0, 0, 1, 0] = 0.3  # yes
+    img[0, 1, 1, 1] = 0.11  # yes
+    sil = M.silhouette(img)
+    assert sil.flatten().tolist() == [True, False, False, True, True, False]
+    # intersection {(0,0), (1,1)} = 2, union {(0,0), (0,2), (1,0), (1,1), (1,2)} = 5
+    assert M.silhouette_iou(sil, mask).tolist() == [pytest.approx(0.4)]
+    empty = torch.zeros(1, 1, 2, 3)
+    assert M.silhouette_iou(M.silhouette(torch.zeros(1, 3, 2, 3)), empty).tolist() == [1.0]  # both empty
+
+
+def test_metric_suite_uses_opacity_when_a_method_renders_it(no_weights):
+    def big(x):  # the 2x3 case in the corner of a 16x16 image (SSIM needs the room) whose rest is not valid
+        return F.pad(x, (0, 13, 0, 14))
+
+    mask, valid = map(big, _sil_case())
+    opacity = big(torch.tensor([[0.9, 0.6, 0.2], [0.5, 0.7, 0.0]]).reshape(1, 1, 2, 3))
+    suite = MetricSuite(fid=False)
+    gt = torch.zeros(1, 3, 16, 16)
+    white = torch.ones(1, 3, 16, 16)  # as an image, every pixel is silhouette: IoU 3/5 in the valid region
+    assert suite.per_image(white, gt, mask, valid)["silhouette_iou"].tolist() == [pytest.approx(3 / 5)]
+    assert suite.per_image(white, gt, mask, valid, opacity)["silhouette_iou"].tolist() == [0.5]
+    assert suite.availability()["silhouette_iou"] == "ok"
+
+
 # ---- LPIPS --------------------------------------------------------------------------------
 def test_lpips_unavailable_without_weights_other_metrics_computed(no_weights):
     suite = MetricSuite()  # VGG by default

@@ -150,6 +150,7 @@ def test_sparsefusion_method_in_the_harness(model_and_data):
         pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
     assert pred.shape == (2, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
     assert method.last_stats == {"unet_evaluations": 1 * 2, "iterations": 4}  # 3 fusion steps, reuse 3: 1 target
+    assert method.last_opacity.shape == (2, 1, 16, 16) and 0 <= method.last_opacity.min() <= method.last_opacity.max() <= 1
 
 
 def test_the_committed_mesh_opens_and_has_the_recorded_size():

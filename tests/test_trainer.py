@@ -118,6 +118,37 @@ def test_ema_is_saved_in_checkpoints_and_differs_from_raw(tmp_path):
     assert state["ema"]["net"]["optimization_step"] == 4
 
 
+def test_ema_model_carries_an_ema_of_the_buffers_not_the_live_ones(tmp_path):
+    """BatchNorm running statistics: the saved EMA model gets their average at the EMA's decay."""
+    from pipelines.buffer_ema import BufferEMA
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))
+    by_hand = BufferEMA(net)
+    live = []  # the decay of each step
+
+    def step(models, batch, i):
+        loss = ((models["net"](batch["x"]) - batch["y"]) ** 2).mean()
+        return {"loss": loss}
+
+    trainer = Trainer(_cfg(steps=3, ema=True, ema_decay=0.9, batch_size=4), {"net": net}, tmp_path / "run")
+    real = trainer.ema_buffers["net"].step
+
+    def spy(module, decay):
+        live.append(decay)
+        by_hand.step(module, decay)
+        real(module, decay)
+
+    trainer.ema_buffers["net"].step = spy
+    trainer.fit(Points(), step)
+    ema_net = trainer.ema_models()["net"]
+    assert len(live) == 3 and live[0] < 0.9  # diffusers' warm-up of the decay
+    torch.testing.assert_close(ema_net[1].running_mean, by_hand.shadow["1.running_mean"])
+    assert not torch.allclose(ema_net[1].running_mean, net[1].running_mean)  # not the live statistics
+    saved = load_file(tmp_path / "run" / "checkpoint-3" / "ema_buffers_net.safetensors")
+    torch.testing.assert_close(saved["1.running_var"], by_hand.shadow["1.running_var"])
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
     out = tmp_path / "run"
     inner = step_fn()
