@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import write_image
-from scenes.training import TrainViews, cameras_of, collate_single
+from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
 
 from .config import save_config
 from .evaluate import DataConfig
 from .runtime import output_dir
-from .trainer import TrainConfig, Trainer
+from .trainer import TrainConfig, Trainer, init_from_model
 
 
 @dataclass
@@ -75,6 +75,12 @@ class TrainPixelNeRFConfig:
     """Random frames of a sequence an example draws its views from."""
     cache: bool = True
     """Load all training frames into memory once (small datasets, CPU training)."""
+    val_subset: str = "fewview_dev"
+    """Set list of the fixed validation examples (``train.val_every``)."""
+    val_split: str = "test"
+    """Part of the validation set list."""
+    val_examples: int = 8
+    """Fixed validation examples (full renders of their queries)."""
     out: str | None = None
     """Output folder (default outputs/train-pixelnerf/<category>)."""
 
@@ -135,6 +141,25 @@ def make_step(cfg: TrainPixelNeRFConfig):
     return step
 
 
+def make_val(examples: list[dict]):
+    """The fixed validation figures: MSE and PSNR (valid region) of full renders of fixed val queries."""
+    from .metrics import psnr
+
+    def val(models):
+        net = models["pixelnerf"]
+        dev = net.device
+        mse = value = 0.0
+        for ex in examples:
+            ctx, query = cameras_of(ex, "context").to(dev), cameras_of(ex, "query").to(dev)
+            pred = net.render(ex["context_images"].to(dev), ctx, query).float().cpu()
+            w = ex["query_valid"].expand_as(pred)
+            mse += float(((pred - ex["query_image"]) ** 2 * w).sum() / w.sum().clamp_min(1))
+            value += psnr(pred, ex["query_image"], ex["query_valid"]).mean().item()
+        return {"mse": mse / len(examples), "psnr": value / len(examples)}
+
+    return val
+
+
 def make_sampler(dataset: TrainViews, out: Path, n: int = 2):
     """Periodic sample grids: per row two context views, ground truth, pixelNeRF render."""
 
@@ -164,12 +189,20 @@ def run(cfg: TrainPixelNeRFConfig) -> dict:
     views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
                        frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
                        cache=cfg.cache, seed=cfg.train.seed)
+    if cfg.train.init_from:
+        init_from_model(cfg.train.init_from, {"": model})
     trainer = Trainer(cfg.train, {"pixelnerf": model}, out)
+    val_fn = None
+    if cfg.train.val_every and trainer.is_main:
+        val_fn = make_val(fixed_examples(ds, cfg.val_subset, cfg.val_split, cfg.data.options(), cfg.val_examples,
+                                         cfg.min_frames, cfg.frames_per_sample, (cfg.contexts_min, cfg.contexts_max),
+                                         cfg.train.seed))
 
     def final(models, ema_models, folder):
         (ema_models or models)["pixelnerf"].save_pretrained(Path(folder) / "model")
 
     sampler = make_sampler(views, out) if cfg.train.sample_every else None
-    result = trainer.fit(views, make_step(cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    result = trainer.fit(views, make_step(cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final,
+                         val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

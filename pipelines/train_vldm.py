@@ -17,7 +17,7 @@ from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import write_image
 from scenes.losses import pseudo_huber
-from scenes.training import TrainViews, cameras_of, collate_single
+from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
 
 from .config import save_config
 from .evaluate import DataConfig
@@ -144,7 +144,7 @@ def make_step(pipe, cfg: TrainVLDMConfig):
     return step
 
 
-def make_val(pipe, cfg: TrainVLDMConfig, views: TrainViews):
+def make_val(pipe, cfg: TrainVLDMConfig, examples: list[dict]):
     """The fixed validation loss: the training loss (no conditioning dropout) + EFT PSNR on fixed examples."""
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss, valid_to_latent
@@ -152,7 +152,6 @@ def make_val(pipe, cfg: TrainVLDMConfig, views: TrainViews):
     from .metrics import psnr
 
     size = (cfg.data.image_size // pipe.vae_factor,) * 2
-    examples = [views.example(i, epoch=0) for i in range(min(cfg.val_examples, len(views)))]
 
     def val(models):
         eft, unet = models["eft"], models["unet"]
@@ -210,10 +209,9 @@ def run(cfg: TrainVLDMConfig) -> dict:
     trainer = Trainer(cfg.train, {"eft": pipe.eft, "unet": pipe.unet}, out)
     val_fn = None
     if cfg.train.val_every and trainer.is_main:
-        val_views = TrainViews(ds, cfg.val_subset, cfg.val_split, cfg.data.options(), min_frames=cfg.min_frames,
-                               frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
-                               cache=False, seed=cfg.train.seed, progress=False)
-        val_fn = make_val(pipe, cfg, val_views)
+        val_fn = make_val(pipe, cfg, fixed_examples(ds, cfg.val_subset, cfg.val_split, cfg.data.options(),
+                                                    cfg.val_examples, cfg.min_frames, cfg.frames_per_sample,
+                                                    (cfg.contexts_min, cfg.contexts_max), cfg.train.seed))
 
     def final(models, ema_models, folder):
         best = ema_models or models

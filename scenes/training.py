@@ -261,6 +261,14 @@ class TrainFrames(Dataset):
         raise RuntimeError("no readable frame left")
 
 
+def fixed_examples(dataset: CO3DDataset, subset: str, split: str, options: CO3DOptions, n: int,
+                   min_frames: int, frames_per_sample: int, contexts: tuple[int, int], seed: int = 0) -> list[dict]:
+    """The first ``n`` examples (epoch 0) of a set list: a validation set that is the same on every run."""
+    views = TrainViews(dataset, subset, split, options, min_frames=min_frames, frames_per_sample=frames_per_sample,
+                       contexts=contexts, cache=False, seed=seed, progress=False)
+    return [views.example(i, epoch=0) for i in range(min(n, len(views)))]
+
+
 def collate_single(batch: list[dict]) -> dict:
     """Collate for batch size 1 (one sequence per step): the example itself."""
     if len(batch) != 1:
