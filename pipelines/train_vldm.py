@@ -33,7 +33,7 @@ class VLDMModelConfig:
     vae: str = "checkpoints/demo/vae/model"
     """Frozen autoencoder: a diffusers AutoencoderKL folder or a Stable Diffusion checkpoint file."""
     backbone_weights: str | None = None
-    """Local torchvision ResNet-18 ImageNet weights for the EFT encoder (null: random init)."""
+    """EFT encoder init: imagenet (torchvision's ResNet-18 file in the torch hub folder), a weights file, or random / null."""
     d_model: int = 256
     """EFT transformer width (= feature-map channels fed to the UNet)."""
     eft_layers: int = 4
@@ -94,12 +94,14 @@ class TrainVLDMConfig:
 
 def build_pipeline(cfg: TrainVLDMConfig):
     """A fresh VLDMPipeline of the configured sizes around the frozen VAE."""
+    from scenes.backbone import PixelFeatureEncoder, resolve_backbone_weights
     from vldm.autoencoder import load_vae
     from vldm.diffusion import make_scheduler, make_unet
     from vldm.eft import EpipolarFeatureTransformer
     from vldm.pipeline import VLDMPipeline
 
     m = cfg.model
+    weights = resolve_backbone_weights("resnet18", m.backbone_weights)  # before any slow loading
     vae = load_vae(m.vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = cfg.data.image_size
@@ -107,10 +109,8 @@ def build_pipeline(cfg: TrainVLDMConfig):
         raise UserError(f"data.image_size must be set and divisible by the VAE factor {factor} (got {size})")
     eft = EpipolarFeatureTransformer(d_model=m.d_model, n_layers=m.eft_layers, n_heads=m.eft_heads,
                                      ffn_dim=m.eft_ffn, dropout=m.eft_dropout, n_samples=m.eft_samples)
-    if m.backbone_weights:
-        from scenes.backbone import PixelFeatureEncoder
-
-        eft.encoder = PixelFeatureEncoder("resnet18", m.backbone_weights)
+    if weights:
+        eft.encoder = PixelFeatureEncoder("resnet18", weights)
     else:
         print("EFT backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
     unet = make_unet(size // factor, vae.config.latent_channels, m.d_model, tuple(m.unet_channels),

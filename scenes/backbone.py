@@ -2,7 +2,8 @@
 
 ResNet-18 (EFT) and ResNet-34 (pixelNeRF) give 64 + 64 + 128 + 256 = 512 channels at H/2.
 ImageNet weights are loaded only from a local file; otherwise the weights are random (the
-training commands say so in one line).
+training commands say so in one line). :func:`resolve_backbone_weights` turns a config value
+(``imagenet``, ``random``, a path or null) into that file or None.
 """
 
 from __future__ import annotations
@@ -17,6 +18,31 @@ from torch import Tensor, nn
 from .errors import UserError
 
 FEATURE_CHANNELS = 512
+
+# torchvision's ImageNet (IMAGENET1K_V1) files, as its downloader names them.
+IMAGENET_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+IMAGENET_URL = "https://download.pytorch.org/models/{}"
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where ``backbone_weights: imagenet`` looks: torchvision's file in the torch hub checkpoint folder."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[arch]
+
+
+def resolve_backbone_weights(arch: str, value: str | None) -> str | None:
+    """Config value -> weights file or None (random init): ``imagenet`` must be on disk; ``random``/null: None."""
+    if value is None or value == "random":
+        return None
+    if value != "imagenet":
+        return value
+    if arch not in IMAGENET_FILES:
+        raise UserError(f"unknown backbone {arch!r} (resnet18 or resnet34)")
+    path = imagenet_weights_path(arch)
+    if not path.is_file():
+        name = IMAGENET_FILES[arch]
+        raise UserError(f"ImageNet {arch} weights not found: put {name} ({IMAGENET_URL.format(name)}) at {path}, "
+                        f"or set model.backbone_weights to its path, or to random to train from random weights")
+    return str(path)
 
 
 class PixelFeatureEncoder(nn.Module):
