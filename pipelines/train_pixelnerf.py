@@ -31,7 +31,7 @@ class PixelNeRFModelConfig:
     backbone: str = "resnet34"
     """Feature encoder: resnet34 (pixelNeRF) or resnet18."""
     backbone_weights: str | None = None
-    """Local torchvision ImageNet weights for the encoder (null: random init)."""
+    """Encoder init: imagenet (torchvision's file in the torch hub folder), a weights file, or random / null."""
     width: int = 512
     """ResnetFC width."""
     n_blocks: int = 5
@@ -88,9 +88,10 @@ class TrainPixelNeRFConfig:
 def build_model(cfg: TrainPixelNeRFConfig):
     """A fresh PixelNeRF of the configured sizes."""
     from baselines.pixelnerf import PixelNeRF
-    from scenes.backbone import PixelFeatureEncoder
+    from scenes.backbone import PixelFeatureEncoder, resolve_backbone_weights
 
     m, size = cfg.model, cfg.data.image_size
+    weights = resolve_backbone_weights(m.backbone, m.backbone_weights)
     if size is None:
         raise UserError("data.image_size must be set: the model is trained at one square size")
     if not 0 <= m.combine_layer <= m.n_blocks:
@@ -99,8 +100,8 @@ def build_model(cfg: TrainPixelNeRFConfig):
     model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine, norm=m.norm,
                       feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
                       use_viewdirs=m.use_viewdirs)
-    if m.backbone_weights:
-        model.encoder = PixelFeatureEncoder(m.backbone, m.backbone_weights, norm=m.norm)
+    if weights:
+        model.encoder = PixelFeatureEncoder(m.backbone, weights, norm=m.norm)
     else:
         print("pixelNeRF backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
     return model

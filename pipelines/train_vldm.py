@@ -1,7 +1,8 @@
 """``sparsefusion train-vldm``: joint EFT + VLDM training (DESIGN 5) on the shared accelerate trainer.
 
-Per step: one sequence, 2–5 context views and one query view (never a context); loss =
-valid-masked ε-MSE of the latent repeated ``diffusion_repeats`` times + pseudo-Huber(EFT RGB,
+Per step: one sequence, 2–5 context views and one query view (a context as often as
+SparseFusion's independent draws make it, with ``query_in_contexts``); loss = valid-masked,
+P2-weighted ε-MSE of the latent repeated ``diffusion_repeats`` times + pseudo-Huber(EFT RGB,
 target at latent resolution). The final model is one ``VLDMPipeline`` folder under ``model/``.
 """
 
@@ -32,7 +33,7 @@ class VLDMModelConfig:
     vae: str = "checkpoints/demo/vae/model"
     """Frozen autoencoder: a diffusers AutoencoderKL folder or a Stable Diffusion checkpoint file."""
     backbone_weights: str | None = None
-    """Local torchvision ResNet-18 ImageNet weights for the EFT encoder (null: random init)."""
+    """EFT encoder init: imagenet (torchvision's ResNet-18 file in the torch hub folder), a weights file, or random / null."""
     d_model: int = 256
     """EFT transformer width (= feature-map channels fed to the UNet)."""
     eft_layers: int = 4
@@ -77,6 +78,12 @@ class TrainVLDMConfig:
     """The query latent is repeated this many times with independent t and noise."""
     cond_drop: float = 0.1
     """Probability of zeroing the conditioning (enables classifier-free guidance)."""
+    p2_gamma: float = 0.5
+    """P2 weighting: the ε-loss at timestep t is weighted by (p2_k + SNR_t)^−p2_gamma (SparseFusion: 0.5; 0: unweighted)."""
+    p2_k: float = 1.0
+    """P2 weighting offset k (SparseFusion: 1)."""
+    query_in_contexts: bool = True
+    """Draw contexts independently of the query, so the query is sometimes a context (SparseFusion)."""
     huber_delta: float = 0.1
     """Pseudo-Huber scale of the EFT RGB loss."""
     cache: bool = True
@@ -93,12 +100,14 @@ class TrainVLDMConfig:
 
 def build_pipeline(cfg: TrainVLDMConfig):
     """A fresh VLDMPipeline of the configured sizes around the frozen VAE."""
+    from scenes.backbone import PixelFeatureEncoder, resolve_backbone_weights
     from vldm.autoencoder import load_vae
     from vldm.diffusion import make_scheduler, make_unet
     from vldm.eft import EpipolarFeatureTransformer
     from vldm.pipeline import VLDMPipeline
 
     m = cfg.model
+    weights = resolve_backbone_weights("resnet18", m.backbone_weights)  # before any slow loading
     vae = load_vae(m.vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = cfg.data.image_size
@@ -106,10 +115,8 @@ def build_pipeline(cfg: TrainVLDMConfig):
         raise UserError(f"data.image_size must be set and divisible by the VAE factor {factor} (got {size})")
     eft = EpipolarFeatureTransformer(d_model=m.d_model, n_layers=m.eft_layers, n_heads=m.eft_heads,
                                      ffn_dim=m.eft_ffn, dropout=m.eft_dropout, n_samples=m.eft_samples)
-    if m.backbone_weights:
-        from scenes.backbone import PixelFeatureEncoder
-
-        eft.encoder = PixelFeatureEncoder("resnet18", m.backbone_weights)
+    if weights:
+        eft.encoder = PixelFeatureEncoder("resnet18", weights)
     else:
         print("EFT backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
     unet = make_unet(size // factor, vae.config.latent_channels, m.d_model, tuple(m.unet_channels),
@@ -136,7 +143,8 @@ def make_step(pipe, cfg: TrainVLDMConfig):
         with torch.no_grad():
             latents = encode(vae, batch["query_image"])
         valid = valid_to_latent(batch["query_valid"], size)
-        d_loss = diffusion_loss(unet, scheduler, latents, out.features, valid, cfg.diffusion_repeats, cfg.cond_drop)
+        d_loss = diffusion_loss(unet, scheduler, latents, out.features, valid, cfg.diffusion_repeats, cfg.cond_drop,
+                                p2_gamma=cfg.p2_gamma, p2_k=cfg.p2_k)
         target = F.interpolate(batch["query_image"], size=size, mode="area")
         rgb_loss = pseudo_huber(out.rgb, target, cfg.huber_delta, valid)
         return {"loss": d_loss + rgb_loss, "diffusion": d_loss.detach(), "rgb": rgb_loss.detach()}
@@ -203,7 +211,7 @@ def run(cfg: TrainVLDMConfig) -> dict:
     ds = CO3DDataset(cfg.data.root, cfg.data.category)
     views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
                        frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min, cfg.contexts_max),
-                       cache=cfg.cache, seed=cfg.train.seed)
+                       cache=cfg.cache, seed=cfg.train.seed, query_in_contexts=cfg.query_in_contexts)
     if cfg.train.init_from:
         init_from_model(cfg.train.init_from, {"eft": pipe.eft, "unet": pipe.unet})
     trainer = Trainer(cfg.train, {"eft": pipe.eft, "unet": pipe.unet}, out)

@@ -8,6 +8,9 @@ training commands say so in one line).
 (32 groups) in every place instead, so an image's features never depend on the other images
 of its batch or on running statistics: train and eval mode compute the same function (what a
 time-conditioned denoiser needs, and what a model trained one small batch at a time wants).
+
+:func:`resolve_backbone_weights` turns a config value
+(``imagenet``, ``random``, a path or null) into that file or None.
 """
 
 from __future__ import annotations
@@ -33,6 +36,31 @@ def norm_layer(norm: str):
     if norm == "batch":
         return nn.BatchNorm2d
     return lambda channels: nn.GroupNorm(min(GROUPS, channels), channels)
+
+# torchvision's ImageNet (IMAGENET1K_V1) files, as its downloader names them.
+IMAGENET_FILES = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+IMAGENET_URL = "https://download.pytorch.org/models/{}"
+
+
+def imagenet_weights_path(arch: str) -> Path:
+    """Where ``backbone_weights: imagenet`` looks: torchvision's file in the torch hub checkpoint folder."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILES[arch]
+
+
+def resolve_backbone_weights(arch: str, value: str | None) -> str | None:
+    """Config value -> weights file or None (random init): ``imagenet`` must be on disk; ``random``/null: None."""
+    if value is None or value == "random":
+        return None
+    if value != "imagenet":
+        return value
+    if arch not in IMAGENET_FILES:
+        raise UserError(f"unknown backbone {arch!r} (resnet18 or resnet34)")
+    path = imagenet_weights_path(arch)
+    if not path.is_file():
+        name = IMAGENET_FILES[arch]
+        raise UserError(f"ImageNet {arch} weights not found: put {name} ({IMAGENET_URL.format(name)}) at {path}, "
+                        f"or set model.backbone_weights to its path, or to random to train from random weights")
+    return str(path)
 
 
 class PixelFeatureEncoder(nn.Module):

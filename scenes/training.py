@@ -6,7 +6,8 @@ scale). Unreadable frames (corrupt or missing files) are skipped and counted, ne
 
 :class:`TrainViews` draws one training example per index: one sequence, up to
 ``frames_per_sample`` random frames of it, V ~ U{contexts} context views and one query view
-that is never a context. :class:`TrainFrames` serves single frames (autoencoder training).
+that is never a context (or, with ``query_in_contexts``, is one as often as SparseFusion's
+independent draws make it). :class:`TrainFrames` serves single frames (autoencoder training).
 Every random choice comes from a generator seeded by (seed, index, epoch).
 """
 
@@ -161,13 +162,15 @@ class TrainViews(Dataset):
     def __init__(self, dataset: CO3DDataset, subset: str = "fewview_train", split: str = "train",
                  options: CO3DOptions | None = None, min_frames: int = 11, frames_per_sample: int = 20,
                  contexts: tuple[int, int] = (2, 5), cache: bool = True, seed: int = 0,
-                 samples_per_epoch: int | None = None, progress: bool = True):
+                 samples_per_epoch: int | None = None, progress: bool = True,
+                 query_in_contexts: bool = False):
         lo, hi = (int(c) for c in contexts)
         if not 1 <= lo <= hi:
             raise UserError(f"contexts must be (min, max) with 1 <= min <= max, got {tuple(contexts)}")
         if frames_per_sample < hi + 1:
             raise UserError(f"frames_per_sample={frames_per_sample} cannot hold {hi} contexts + 1 query")
         self.contexts, self.frames_per_sample = (lo, hi), frames_per_sample
+        self.query_in_contexts = bool(query_in_contexts)
         self.seed, self.epoch = seed, 0
         seqs = training_sequences(dataset, subset, split, min_frames)
         most = max(len(s.frames) for s in seqs)
@@ -211,15 +214,29 @@ class TrainViews(Dataset):
             v = int(torch.randint(lo, hi + 1, (1,), generator=g))
             views = self.store.load_readable(s, pool, v + 1)
             if views is not None and len(views) >= lo + 1:
-                return self._example(views, min(v, len(views) - 1))
+                v = min(v, len(views) - 1)
+                return self._example(views, v, self._query_context(g, v, min(n, self.frames_per_sample)))
         raise RuntimeError("no readable training example left")  # every frame of every sequence failed
 
+    def _query_context(self, g: torch.Generator, v: int, pool: int) -> int | None:
+        """With ``query_in_contexts``: the context that is also the query, or None.
+
+        SparseFusion draws the query and the V contexts independently from the same ``pool``
+        frames, so the query is a context with probability V / pool, then any one of them.
+        """
+        if not self.query_in_contexts:
+            return None
+        if float(torch.rand((), generator=g)) >= v / pool:
+            return None
+        return int(torch.randint(v, (1,), generator=g))
+
     @staticmethod
-    def _example(views: Views, v: int) -> dict:
-        """Split loaded frames into contexts (the first v) and the query (the next)."""
+    def _example(views: Views, v: int, query_context: int | None = None) -> dict:
+        """Split loaded frames into contexts (the first v) and the query (the next, or context ``query_context``)."""
         cams = views.cameras
         out = {"sequence": views.sequence, "height": cams.height, "width": cams.width}
-        for prefix, plural, sl in (("context", "s", slice(0, v)), ("query", "", slice(v, v + 1))):
+        q = v if query_context is None else query_context
+        for prefix, plural, sl in (("context", "s", slice(0, v)), ("query", "", slice(q, q + 1))):
             out[f"{prefix}_image{plural}"] = views.images[sl]
             out[f"{prefix}_mask{plural}"] = views.masks[sl]
             out[f"{prefix}_valid"] = views.valid[sl]

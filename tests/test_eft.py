@@ -101,3 +101,40 @@ def test_save_load_round_trip(tmp_path):
     torch.testing.assert_close(eft(imgs, cams[[0, 1]], cams[[2]], (4, 4)).rgb,
                                back(imgs, cams[[0, 1]], cams[[2]], (4, 4)).rgb)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def _coordinate_maps(n: int, size: int, res: int) -> torch.Tensor:
+    """Maps (n, 3, res, res) covering a size×size image whose values are (u/size, v/size, 0.5) at each pixel centre."""
+    c = (torch.arange(res, dtype=torch.float32) + 0.5) * (size / res) / size  # pixel centre in image units / size
+    u, v = c[None, :].expand(res, res), c[:, None].expand(res, res)
+    return torch.stack([u, v, torch.full_like(u, 0.5)])[None].expand(n, -1, -1, -1).contiguous()
+
+
+def test_epipolar_sampling_reads_the_pixels_the_cameras_see():
+    """Known 3D points through the EFT's own sampling land on (and read) the pixels the cameras project them to."""
+    eft = EpipolarFeatureTransformer(**{**TINY, "n_samples": 7})
+    cams = ring(4, size=32)
+    query, context = cams[[0]], cams[[1, 2, 3]]
+    # maps at the image resolution (the RGB) and at half of it (the ResNet features): the same coordinate ramp
+    maps = [_coordinate_maps(3, 32, 32), _coordinate_maps(3, 32, 16)]
+    ep = eft.epipolar_samples(maps, context, query, (9, 9))
+    assert ep.values.shape == (1, 81, 7, 3, 6) and ep.uv.shape == (1, 3, 81, 7, 2)
+    # the sample points back in the world frame, projected by the context cameras themselves
+    pts_w = (ep.points[0].reshape(-1, 3) - query.t[0]) @ query.R[0]  # Rᵀ (x − t), (81·7, 3)
+    uv, z = context.project(pts_w)  # (3, 567, 2)
+    assert (z > 0).all()
+    torch.testing.assert_close(ep.uv[0].reshape(3, -1, 2), uv, atol=1e-4, rtol=0)
+    read = ep.values[0].reshape(-1, 3, 6).transpose(0, 1)  # (3 views, 567, 6)
+    for m, px in ((slice(0, 2), 1), (slice(3, 5), 2)):  # both resolutions read the pixel the camera says
+        half = px / 2  # within the outermost pixel centres bilinear sampling of the ramp is exact
+        inside = ((uv > half) & (uv < 32 - half)).all(-1)  # (3, 567)
+        assert inside.float().mean() > 0.5
+        torch.testing.assert_close(read[..., m][inside], (uv / 32)[inside], atol=1e-4, rtol=0)
+    # the world origin is the middle sample of the centre ray (odd sizes); every ring camera looks at it
+    torch.testing.assert_close(pts_w.reshape(81, 7, 3)[40, 3], torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(ep.uv[0, :, 40, 3], context.K[:, :2, 2], atol=1e-4, rtol=0)
+    # the query camera as a context: the epipolar line collapses onto the query pixel itself
+    self_ep = eft.epipolar_samples([_coordinate_maps(1, 32, 32)], query, query, (8, 8))
+    centres = ((torch.arange(8) + 0.5) * 4 / 32)
+    expected = torch.stack([centres[None, :].expand(8, 8), centres[:, None].expand(8, 8)], -1).reshape(64, 1, 2)
+    torch.testing.assert_close(self_ep.values[0, :, :, 0, :2], expected.expand(64, 7, 2), atol=1e-5, rtol=0)

@@ -61,6 +61,26 @@ def test_many_draws_never_repeat_the_query(root):
         assert ex["query_frame"].item() not in ex["context_frames"].tolist()
 
 
+def test_query_in_contexts_as_often_as_independent_draws(root):
+    """SparseFusion draws query and contexts independently: the query is a context w.p. V / pool."""
+    ds = _views(root, query_in_contexts=True, samples_per_epoch=400)
+    hits, expected = 0, 0.0
+    for i in range(len(ds)):
+        ex = ds[i]
+        ctx, q = ex["context_frames"].tolist(), ex["query_frame"].item()
+        expected += len(ctx) / 8  # frames_per_sample = 8 frames in the pool
+        if q in ctx:
+            hits += 1
+            j = ctx.index(q)
+            assert torch.equal(ex["query_image"][0], ex["context_images"][j])
+            assert torch.equal(ex["query_R"][0], ex["context_R"][j]) and torch.equal(ex["query_t"][0], ex["context_t"][j])
+    expected /= len(ds)  # ≈ 3.5 / 8
+    assert abs(hits / len(ds) - expected) < 0.08, (hits, expected)
+    # off (the default) it never happens, and the option leaves the contexts themselves unchanged
+    plain = _views(root, samples_per_epoch=400)
+    assert all(torch.equal(plain[i]["context_frames"], ds[i]["context_frames"]) for i in range(50))
+
+
 def test_query_image_and_camera_belong_to_the_same_frame(root):
     dataset = CO3DDataset(root, "toys")
     ds = _views(root)

@@ -1,11 +1,13 @@
 """The VLDM pipeline: sampling with every sampler, guidance, loss masking, save -> load identity."""
 
+import math
+
 import pytest
 import torch
 from diffusers import AutoencoderKL
 
 from test_eft import TINY, ring
-from vldm.diffusion import diffusion_loss, make_scheduler, make_unet, sampler_from
+from vldm.diffusion import diffusion_loss, make_scheduler, make_unet, p2_weight, sampler_from
 from vldm.eft import EpipolarFeatureTransformer
 from vldm.pipeline import VLDMPipeline
 
@@ -87,6 +89,41 @@ def test_diffusion_loss_is_the_valid_region_mean_of_the_noise_error():
     noise = torch.randn(6, 4, 8, 8, generator=g)
     expected = (noise[..., :3, :] ** 2).mean()
     torch.testing.assert_close(loss, expected)
+
+
+def _cosine_alpha_bar(t: int, T: int = 1000, s: float = 0.008) -> float:
+    """ᾱ_t of the capped cosine schedule from its definition: ∏ (1 − β_i), β_i = min(1 − f(i+1)/f(i), 0.999)."""
+    f = lambda i: math.cos((i / T + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+    return math.prod(1 - min(1 - f(i + 1) / f(i), 0.999) for i in range(t + 1))
+
+
+def test_p2_weight_at_the_ends_of_the_schedule():
+    a = make_scheduler().alphas_cumprod
+    for t in (0, 999):
+        ab = _cosine_alpha_bar(t)
+        expected = (1 + ab / (1 - ab)) ** -0.5  # (k + SNR)^−γ, k = 1, γ = 0.5
+        torch.testing.assert_close(p2_weight(a[t], 0.5, 1.0), torch.tensor(expected), rtol=1e-3, atol=0)
+    assert 0.006 < p2_weight(a[0]).item() < 0.007  # low noise barely counts ...
+    assert p2_weight(a[999]).item() > 0.999  # ... pure noise counts fully
+    assert p2_weight(a[[0, 999]], gamma=0.0).tolist() == [1.0, 1.0]
+    torch.testing.assert_close(p2_weight(a[500], 1.0, 2.0), 1 / (2 + a[500] / (1 - a[500])))
+
+
+def test_diffusion_loss_weights_each_repeat_by_its_p2_weight():
+    class ZeroUNet:
+        def __call__(self, x, t):
+            return type("Out", (), {"sample": torch.zeros(x.shape[0], 4, *x.shape[2:])})()
+
+    sched = make_scheduler()
+    lat, cond = torch.randn(2, 4, 8, 8), torch.randn(2, 2, 8, 8)
+    valid = torch.ones(2, 1, 8, 8)
+    loss = diffusion_loss(ZeroUNet(), sched, lat, cond, valid, repeats=3, p2_gamma=0.5,
+                          generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, 1000, (6,), generator=g)
+    noise = torch.randn(6, 4, 8, 8, generator=g)
+    w = (1 - sched.alphas_cumprod[t]).sqrt()  # (1 + SNR)^−½ = √(1 − ᾱ)
+    torch.testing.assert_close(loss, (w[:, None, None, None] * noise ** 2).mean())
 
 
 def test_sampler_configs_share_the_training_schedule():

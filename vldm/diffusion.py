@@ -61,13 +61,21 @@ def sampler_from(scheduler, name: str, clip_x0: float | None = None):
     return SAMPLERS[name].from_config(scheduler.config, **options)
 
 
+def p2_weight(alphas_cumprod: Tensor, gamma: float = 0.5, k: float = 1.0) -> Tensor:
+    """P2 loss weight (k + SNR_t)^−γ per timestep, SNR_t = ᾱ_t / (1 − ᾱ_t) (γ = 0: weight 1)."""
+    a = alphas_cumprod.float()
+    return (k + a / (1 - a)) ** -gamma
+
+
 def diffusion_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: Tensor, cond: Tensor,
                    valid: Tensor | None = None, repeats: int = 1, cond_drop: float = 0.0,
-                   generator: torch.Generator | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, p2_gamma: float = 0.0,
+                   p2_k: float = 1.0) -> Tensor:
     """ε-prediction MSE on latents (B, c, h, w) given cond (B, C, h, w), masked by valid (B, 1, h, w).
 
     Each example is repeated ``repeats`` times with independent timesteps and noise; the
-    conditioning of each repeat is zeroed with probability ``cond_drop``.
+    conditioning of each repeat is zeroed with probability ``cond_drop``. Each repeat's squared
+    error is weighted by :func:`p2_weight` of its timestep (``p2_gamma`` = 0: unweighted).
     """
     lat = latents.repeat_interleave(repeats, 0)
     cond = cond.repeat_interleave(repeats, 0)
@@ -81,6 +89,9 @@ def diffusion_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: Tensor,
         cond = cond * keep[:, None, None, None]
     eps = unet(torch.cat([noisy, cond], 1), t).sample
     err = (eps.float() - noise.float()) ** 2
+    if p2_gamma:
+        w_t = p2_weight(scheduler.alphas_cumprod.to(dev)[t], p2_gamma, p2_k)  # (B,)
+        err = err * w_t[:, None, None, None]
     if valid is None:
         return err.mean()
     w = valid.repeat_interleave(repeats, 0).to(err.dtype).expand_as(err)

@@ -37,6 +37,18 @@ class EFTOutput:
     rgb: Tensor  # (Q, 3, h, w) in [0, 1]
 
 
+@dataclass
+class EpipolarSamples:
+    """The EFT's query-ray samples, in each query camera's frame, and what the context views see there."""
+
+    dirs: Tensor  # (Q, R, 3) unit ray directions
+    depth: Tensor  # (Q, R, S) sample depths along them
+    points: Tensor  # (Q, R, S, 3) sample points
+    centres: Tensor  # (Q, V, 3) context camera centres
+    uv: Tensor  # (Q, V, R, S, 2) context pixels of every point
+    values: Tensor  # (Q, R, S, V, C) context maps sampled there
+
+
 class _Encoder(nn.Module):
     """Linear(d_in, d) + GELU, then a TransformerEncoder over the sequence axis (batch first)."""
 
@@ -119,6 +131,27 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         centres = -(R.transpose(-1, -2) @ t[..., None])[..., 0]
         return R, t, centres
 
+    def epipolar_samples(self, context_maps: list[Tensor], context_cameras: Cameras, query_cameras: Cameras,
+                         size: tuple[int, int]) -> EpipolarSamples:
+        """Sample context maps [(V, C_i, h_i, w_i)] at every query ray's depth samples; values concatenate the C_i.
+
+        Each map covers the whole context image at its own resolution (features at H/2, the
+        RGB at H) and is sampled bilinearly where the context cameras see each point.
+        """
+        ccam, qcam = context_cameras, query_cameras
+        V = len(ccam)
+        dirs, depth = self.query_samples(qcam, size)  # (Q, R, 3), (Q, R, S)
+        Q, Rn, S = depth.shape
+        pts = dirs[:, :, None, :] * depth[..., None]  # (Q, R, S, 3) in query frames
+        R_rel, t_rel, centres = self.relative_context(qcam, ccam)
+        K = ccam.K[None].expand(Q, -1, -1, -1)
+        flat = pts.reshape(Q, 1, Rn * S, 3).expand(-1, V, -1, -1)
+        uv, _ = project_points(R_rel, t_rel, K, flat)  # (Q, V, R·S, 2)
+        uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
+        values = torch.cat([sample_at_pixels(m, uv_v, ccam.height, ccam.width) for m in context_maps], -1)  # (V, Q·R·S, C)
+        values = values.reshape(V, Q, Rn, S, -1).permute(1, 2, 3, 0, 4)  # (Q, R, S, V, C)
+        return EpipolarSamples(dirs, depth, pts, centres, uv.reshape(Q, V, Rn, S, 2), values)
+
     # ------------------------------------------------------------------ forward
     def forward(
         self, context_images: Tensor, context_cameras: Cameras, query_cameras: Cameras,
@@ -130,23 +163,13 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         passed to reuse :meth:`encode` across calls.
         """
         cfg = self.config
-        V, _, H, W = context_images.shape
+        V = context_images.shape[0]
         dtype = context_images.dtype
         feats = self.encode(context_images) if context_features is None else context_features
         qcam, ccam = query_cameras.to(dtype=torch.float32), context_cameras.to(dtype=torch.float32)
-        dirs, depth = self.query_samples(qcam, size)  # (Q, R, 3), (Q, R, S)
+        ep = self.epipolar_samples([feats, context_images.to(feats.dtype)], ccam, qcam, size)  # values: 515 channels
+        dirs, depth, pts, centres, sampled = ep.dirs, ep.depth, ep.points, ep.centres, ep.values
         Q, Rn, S = depth.shape
-        pts = dirs[:, :, None, :] * depth[..., None]  # (Q, R, S, 3) in query frames
-        R_rel, t_rel, centres = self.relative_context(qcam, ccam)
-        K = ccam.K[None].expand(Q, -1, -1, -1)
-        flat = pts.reshape(Q, 1, Rn * S, 3).expand(-1, V, -1, -1)
-        uv, _ = project_points(R_rel, t_rel, K, flat)  # (Q, V, R·S, 2)
-        uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
-        sampled = torch.cat([
-            sample_at_pixels(feats, uv_v, H, W),
-            sample_at_pixels(context_images, uv_v, H, W),
-        ], dim=-1)  # (V, Q·R·S, 515)
-        sampled = sampled.reshape(V, Q, Rn, S, -1).permute(1, 2, 3, 0, 4)  # (Q, R, S, V, C)
 
         n = cfg.n_freqs
         ref_dir = pts[:, None] - centres[:, :, None, None, :]  # (Q, V, R, S, 3)
