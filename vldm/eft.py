@@ -137,24 +137,26 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         V, _, H, W = context_images.shape
         dtype = context_images.dtype
         feats = self.encode(context_images) if context_features is None else context_features
-        qcam, ccam = query_cameras.to(dtype=torch.float32), context_cameras.to(dtype=torch.float32)
-        dirs, depth = self.query_samples(qcam, size)  # (Q, R, 3), (Q, R, S)
-        Q, Rn, S = depth.shape
-        pts = dirs[:, :, None, :] * depth[..., None]  # (Q, R, S, 3) in query frames
-        R_rel, t_rel, centres = self.relative_context(qcam, ccam)
-        K = ccam.K[None].expand(Q, -1, -1, -1)
-        flat = pts.reshape(Q, 1, Rn * S, 3).expand(-1, V, -1, -1)
-        uv, _ = project_points(R_rel, t_rel, K, flat)  # (Q, V, R·S, 2)
-        uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
+        # geometry in float32 even under autocast (bf16 rays and projections are off by pixels)
+        with torch.autocast(context_images.device.type, enabled=False):
+            qcam, ccam = query_cameras.to(dtype=torch.float32), context_cameras.to(dtype=torch.float32)
+            dirs, depth = self.query_samples(qcam, size)  # (Q, R, 3), (Q, R, S)
+            Q, Rn, S = depth.shape
+            pts = dirs[:, :, None, :] * depth[..., None]  # (Q, R, S, 3) in query frames
+            R_rel, t_rel, centres = self.relative_context(qcam, ccam)
+            K = ccam.K[None].expand(Q, -1, -1, -1)
+            flat = pts.reshape(Q, 1, Rn * S, 3).expand(-1, V, -1, -1)
+            uv, _ = project_points(R_rel, t_rel, K, flat)  # (Q, V, R·S, 2)
+            uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
 
-        n = cfg.n_freqs
-        ref_dir = pts[:, None] - centres[:, :, None, None, :]  # (Q, V, R, S, 3)
-        ref_dir = ref_dir / ref_dir.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        c = centres[:, :, None, None, :].expand_as(ref_dir)
-        ref_pl = harmonic_embedding(torch.cat([ref_dir, torch.linalg.cross(c, ref_dir, dim=-1)], -1), n)
-        ref_pl = ref_pl.to(dtype)  # (Q, V, R, S, 78)
-        query_pl = harmonic_embedding(torch.cat([dirs, torch.zeros_like(dirs)], -1), n).to(dtype)  # (Q, R, 78)
-        depth_enc = harmonic_embedding(depth[..., None], n).to(dtype)  # (Q, R, S, 13)
+            n = cfg.n_freqs
+            ref_dir = pts[:, None] - centres[:, :, None, None, :]  # (Q, V, R, S, 3)
+            ref_dir = ref_dir / ref_dir.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            c = centres[:, :, None, None, :].expand_as(ref_dir)
+            ref_pl = harmonic_embedding(torch.cat([ref_dir, torch.linalg.cross(c, ref_dir, dim=-1)], -1), n)
+            ref_pl = ref_pl.to(dtype)  # (Q, V, R, S, 78)
+            query_pl = harmonic_embedding(torch.cat([dirs, torch.zeros_like(dirs)], -1), n).to(dtype)  # (Q, R, 78)
+            depth_enc = harmonic_embedding(depth[..., None], n).to(dtype)  # (Q, R, S, 13)
         pl, dp = query_pl.shape[-1], depth_enc.shape[-1]
 
         # The first Linear of T1 and T2 is applied to each part of its input before the parts are
@@ -169,7 +171,7 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         w2_q, w2_pl, w2_dp, w2_f = w2.split([pl, pl, dp, cfg.d_model], dim=1)
         d = cfg.d_model
         feat_map = torch.einsum("vchw,dc->vdhw", feats.to(dtype), w1_f)  # (V, d, H/2, W/2)
-        s1 = sample_at_pixels(feat_map, uv_v, H, W) + sample_at_pixels(context_images, uv_v, H, W) @ w1_rgb.T
+        s1 = sample_at_pixels(feat_map.to(uv_v.dtype), uv_v, H, W) + sample_at_pixels(context_images, uv_v, H, W) @ w1_rgb.T
         s1 = s1.reshape(V, Q, Rn, S, d).transpose(0, 1)  # (Q, V, R, S, d)
         ref12 = ref_pl @ torch.cat([w1_pl, w2_pl]).T  # (Q, V, R, S, 2d)
         dep12 = depth_enc @ torch.cat([w1_dp, w2_dp]).T  # (Q, R, S, 2d)
