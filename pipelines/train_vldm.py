@@ -18,7 +18,7 @@ from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import write_image
 from scenes.losses import pseudo_huber
-from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
+from scenes.training import TrainViews, cameras_of, collate_examples, fixed_examples
 
 from .config import save_config
 from .evaluate import DataConfig
@@ -135,19 +135,25 @@ def make_step(pipe, cfg: TrainVLDMConfig):
 
     def step(models, batch, step_index):
         eft, unet = models["eft"], models["unet"]
-        dev = batch["query_image"].device
+        examples = batch if isinstance(batch, list) else [batch]  # train.batch_size > 1: a list
+        dev = examples[0]["query_image"].device
         if next(vae.parameters()).device != dev:
             vae.to(dev)
-        ctx, query = cameras_of(batch, "context").to(dev), cameras_of(batch, "query").to(dev)
-        out = eft(batch["context_images"], ctx, query, size)
+        # the EFT per example (each has its own number of context views), the rest batched
+        outs = [eft(ex["context_images"], cameras_of(ex, "context").to(dev), cameras_of(ex, "query").to(dev), size)
+                for ex in examples]
+        features = torch.cat([o.features for o in outs])  # (B, d, h, w)
+        rgb = torch.cat([o.rgb for o in outs])  # (B, 3, h, w)
+        query = torch.cat([ex["query_image"] for ex in examples])  # (B, 3, H, W)
         with torch.no_grad():
-            latents = encode(vae, batch["query_image"])
-        valid = valid_to_latent(batch["query_valid"], size)
-        d_loss = diffusion_loss(unet, scheduler, latents, out.features, valid, cfg.diffusion_repeats, cfg.cond_drop,
+            latents = encode(vae, query)
+        valid = valid_to_latent(torch.cat([ex["query_valid"] for ex in examples]), size)
+        d_loss = diffusion_loss(unet, scheduler, latents, features, valid, cfg.diffusion_repeats, cfg.cond_drop,
                                 p2_gamma=cfg.p2_gamma, p2_k=cfg.p2_k)
-        target = F.interpolate(batch["query_image"], size=size, mode="area")
-        rgb_loss = pseudo_huber(out.rgb, target, cfg.huber_delta, valid)
-        return {"loss": d_loss + rgb_loss, "diffusion": d_loss.detach(), "rgb": rgb_loss.detach()}
+        target = F.interpolate(query, size=size, mode="area")
+        rgb_loss = pseudo_huber(rgb, target, cfg.huber_delta, valid)
+        return {"loss": d_loss + rgb_loss, "diffusion": d_loss.detach(), "rgb": rgb_loss.detach(),
+                "images": len(examples)}
 
     return step
 
@@ -172,7 +178,8 @@ def make_val(pipe, cfg: TrainVLDMConfig, examples: list[dict]):
             out = eft(ex["context_images"].to(dev), ctx, query, size)
             valid = valid_to_latent(valid_px, size)
             d = diffusion_loss(unet, pipe.scheduler, encode(pipe.vae.to(dev), image), out.features, valid,
-                               cfg.diffusion_repeats, 0.0, generator=g).item()
+                               cfg.diffusion_repeats, 0.0, generator=g, p2_gamma=cfg.p2_gamma,
+                               p2_k=cfg.p2_k).item()
             target = F.interpolate(image, size=size, mode="area")
             r = pseudo_huber(out.rgb, target, cfg.huber_delta, valid).item()
             sums["diffusion"] += d
@@ -227,7 +234,7 @@ def run(cfg: TrainVLDMConfig) -> dict:
         pipe.save_pretrained(Path(folder) / "model")
 
     sampler = make_sampler(pipe, views, out) if cfg.train.sample_every else None
-    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final,
+    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_examples, sample_fn=sampler, final_fn=final,
                          val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

@@ -293,6 +293,15 @@ def collate_single(batch: list[dict]) -> dict:
     return batch[0]
 
 
+def collate_examples(batch: list[dict]) -> dict | list[dict]:
+    """Collate for view-conditioned training: one example as itself, several as a list.
+
+    Examples of a batch may have different numbers of context views, so they are not stacked;
+    the step function runs the view-dependent part per example and batches the rest.
+    """
+    return batch[0] if len(batch) == 1 else list(batch)
+
+
 def cameras_of(example: dict, prefix: str) -> Cameras:
     """The ``context`` or ``query`` cameras of an example."""
     return Cameras(example[f"{prefix}_R"], example[f"{prefix}_t"], example[f"{prefix}_K"],

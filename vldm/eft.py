@@ -61,6 +61,10 @@ class _Encoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (B, L, d_in) -> (B, L, d)
         return self.encoder(self.proj(x))
 
+    def encode_projected(self, h: Tensor) -> Tensor:  # (B, L, d) -> (B, L, d)
+        """The encoder on inputs already through the Linear (the GELU and transformer follow)."""
+        return self.encoder(self.proj[1](h))
+
 
 class _AttentionPool(nn.Module):
     """Softmax-weighted sum over the sequence axis with learned scores."""
@@ -131,12 +135,11 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         centres = -(R.transpose(-1, -2) @ t[..., None])[..., 0]
         return R, t, centres
 
-    def epipolar_samples(self, context_maps: list[Tensor], context_cameras: Cameras, query_cameras: Cameras,
-                         size: tuple[int, int]) -> EpipolarSamples:
-        """Sample context maps [(V, C_i, h_i, w_i)] at every query ray's depth samples; values concatenate the C_i.
+    def epipolar_points(self, context_cameras: Cameras, query_cameras: Cameras, size: tuple[int, int]):
+        """Query-ray samples and where the context cameras see them (float32 geometry).
 
-        Each map covers the whole context image at its own resolution (features at H/2, the
-        RGB at H) and is sampled bilinearly where the context cameras see each point.
+        Returns dirs (Q, R, 3), depth (Q, R, S), points (Q, R, S, 3) in query frames, context
+        centres (Q, V, 3) in query frames and the context pixels uv (Q, V, R·S, 2).
         """
         ccam, qcam = context_cameras, query_cameras
         V = len(ccam)
@@ -147,6 +150,19 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         K = ccam.K[None].expand(Q, -1, -1, -1)
         flat = pts.reshape(Q, 1, Rn * S, 3).expand(-1, V, -1, -1)
         uv, _ = project_points(R_rel, t_rel, K, flat)  # (Q, V, R·S, 2)
+        return dirs, depth, pts, centres, uv
+
+    def epipolar_samples(self, context_maps: list[Tensor], context_cameras: Cameras, query_cameras: Cameras,
+                         size: tuple[int, int]) -> EpipolarSamples:
+        """Sample context maps [(V, C_i, h_i, w_i)] at every query ray's depth samples; values concatenate the C_i.
+
+        Each map covers the whole context image at its own resolution (features at H/2, the
+        RGB at H) and is sampled bilinearly where the context cameras see each point.
+        """
+        ccam = context_cameras
+        dirs, depth, pts, centres, uv = self.epipolar_points(ccam, query_cameras, size)
+        Q, Rn, S = depth.shape
+        V = len(ccam)
         uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
         values = torch.cat([sample_at_pixels(m, uv_v, ccam.height, ccam.width) for m in context_maps], -1)  # (V, Q·R·S, C)
         values = values.reshape(V, Q, Rn, S, -1).permute(1, 2, 3, 0, 4)  # (Q, R, S, V, C)
@@ -163,34 +179,55 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         passed to reuse :meth:`encode` across calls.
         """
         cfg = self.config
-        V = context_images.shape[0]
+        V, _, H, W = context_images.shape
         dtype = context_images.dtype
         feats = self.encode(context_images) if context_features is None else context_features
-        qcam, ccam = query_cameras.to(dtype=torch.float32), context_cameras.to(dtype=torch.float32)
-        ep = self.epipolar_samples([feats, context_images.to(feats.dtype)], ccam, qcam, size)  # values: 515 channels
-        dirs, depth, pts, centres, sampled = ep.dirs, ep.depth, ep.points, ep.centres, ep.values
-        Q, Rn, S = depth.shape
+        # geometry in float32 even under autocast (bf16 rays and projections are off by pixels)
+        with torch.autocast(context_images.device.type, enabled=False):
+            qcam, ccam = query_cameras.to(dtype=torch.float32), context_cameras.to(dtype=torch.float32)
+            dirs, depth, pts, centres, uv = self.epipolar_points(ccam, qcam, size)
+            Q, Rn, S = depth.shape
+            uv_v = uv.transpose(0, 1).reshape(V, Q * Rn * S, 2)
 
-        n = cfg.n_freqs
-        ref_dir = pts[:, None] - centres[:, :, None, None, :]  # (Q, V, R, S, 3)
-        ref_dir = ref_dir / ref_dir.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        c = centres[:, :, None, None, :].expand_as(ref_dir)
-        ref_pl = harmonic_embedding(torch.cat([ref_dir, torch.linalg.cross(c, ref_dir, dim=-1)], -1), n)
-        ref_pl = ref_pl.permute(0, 2, 3, 1, 4)  # (Q, R, S, V, 78)
-        query_pl = harmonic_embedding(torch.cat([dirs, torch.zeros_like(dirs)], -1), n)  # (Q, R, 78)
-        depth_enc = harmonic_embedding(depth[..., None], n)  # (Q, R, S, 13)
+            n = cfg.n_freqs
+            ref_dir = pts[:, None] - centres[:, :, None, None, :]  # (Q, V, R, S, 3)
+            ref_dir = ref_dir / ref_dir.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+            c = centres[:, :, None, None, :].expand_as(ref_dir)
+            ref_pl = harmonic_embedding(torch.cat([ref_dir, torch.linalg.cross(c, ref_dir, dim=-1)], -1), n)
+            ref_pl = ref_pl.to(dtype)  # (Q, V, R, S, 78)
+            query_pl = harmonic_embedding(torch.cat([dirs, torch.zeros_like(dirs)], -1), n).to(dtype)  # (Q, R, 78)
+            depth_enc = harmonic_embedding(depth[..., None], n).to(dtype)  # (Q, R, S, 13)
+        pl, dp = query_pl.shape[-1], depth_enc.shape[-1]
+
+        # The first Linear of T1 and T2 is applied to each part of its input before the parts are
+        # broadcast (a Linear of a concatenation is the sum of Linears of the parts, and bilinear
+        # sampling commutes with a per-pixel Linear): the same function as concatenating
+        # [ref-Plücker, depth, sampled features + RGB] (T1) and [query-Plücker, ref-Plücker,
+        # depth, f1] (T2) first, at a fraction of the memory traffic (the 512-channel feature
+        # map is projected to d_model channels before it is sampled at every epipolar point).
+        w1, b1 = self.t1.proj[0].weight, self.t1.proj[0].bias  # (d, pl + dp + 515), (d,)
+        w1_pl, w1_dp, w1_f, w1_rgb = w1.split([pl, dp, FEATURE_CHANNELS, 3], dim=1)
+        w2, b2 = self.t2.proj[0].weight, self.t2.proj[0].bias  # (d, pl + pl + dp + d), (d,)
+        w2_q, w2_pl, w2_dp, w2_f = w2.split([pl, pl, dp, cfg.d_model], dim=1)
+        d = cfg.d_model
+        feat_map = torch.einsum("vchw,dc->vdhw", feats.to(dtype), w1_f)  # (V, d, H/2, W/2)
+        s1 = sample_at_pixels(feat_map.to(uv_v.dtype), uv_v, H, W) + sample_at_pixels(context_images, uv_v, H, W) @ w1_rgb.T
+        s1 = s1.reshape(V, Q, Rn, S, d).transpose(0, 1)  # (Q, V, R, S, d)
+        ref12 = ref_pl @ torch.cat([w1_pl, w2_pl]).T  # (Q, V, R, S, 2d)
+        dep12 = depth_enc @ torch.cat([w1_dp, w2_dp]).T  # (Q, R, S, 2d)
 
         # T1: over views, per sample point.
-        x1 = torch.cat([ref_pl, depth_enc[:, :, :, None].expand(-1, -1, -1, V, -1), sampled.to(dtype)], -1)
-        f1 = self.t1(x1.reshape(Q * Rn * S, V, -1)).reshape(Q, Rn, S, V, -1)
+        h1 = s1 + ref12[..., :d] + dep12[:, None, ..., :d] + b1  # (Q, V, R, S, d)
+        h1 = h1.permute(0, 2, 3, 1, 4).reshape(Q * Rn * S, V, d)
+        f1 = self.t1.encode_projected(h1).reshape(Q, Rn, S, V, d)
         # T2: over samples along each epipolar line, per view; pool over samples.
-        x2 = torch.cat([
-            query_pl[:, :, None, None].expand(-1, -1, S, V, -1), ref_pl,
-            depth_enc[:, :, :, None].expand(-1, -1, -1, V, -1), f1,
-        ], -1).permute(0, 1, 3, 2, 4).reshape(Q * Rn * V, S, -1)
-        f2 = self.pool_samples(self.t2(x2)).reshape(Q, Rn, V, -1)
+        h2 = (f1 @ w2_f.T).permute(0, 3, 1, 2, 4) + ref12[..., d:] + dep12[:, None, ..., d:] \
+            + (query_pl @ w2_q.T)[:, None, :, None] + b2  # (Q, V, R, S, d)
+        h2 = h2.transpose(1, 2).reshape(Q * Rn * V, S, d)
+        f2 = self.pool_samples(self.t2.encode_projected(h2)).reshape(Q, Rn, V, -1)
         # T3: over views, per ray; pool over views.
-        x3 = torch.cat([query_pl[:, :, None].expand(-1, -1, V, -1), ref_pl[:, :, S // 2], f2], -1)
+        ref_mid = ref_pl[:, :, :, S // 2].transpose(1, 2)  # (Q, R, V, 78)
+        x3 = torch.cat([query_pl[:, :, None].expand(-1, -1, V, -1), ref_mid, f2], -1)
         f3 = self.pool_views(self.t3(x3.reshape(Q * Rn, V, -1))).reshape(Q, Rn, -1)
 
         h, w = size
