@@ -191,6 +191,7 @@ def _reconstruct_cmd() -> Command:
          "scene": ("scene", str, "only this sequence"),
          "images": ("images", list, "custom input: image files"),
          "cameras": ("cameras", str, "custom input: OpenCV camera JSON or transforms.json"),
+         "frames": ("frames", Items(int), "custom input: these frames of the camera file (e.g. 3,17,42)"),
          "masks": ("masks", list, "custom input: mask files (default: the images' alpha)"),
          "checkpoint": ("checkpoint", str, "VLDM folder"), "device": ("device", str, "cpu, cuda, auto"),
          "seed": ("seed", int, "seed")},

@@ -117,17 +117,29 @@ def test_custom_input_runs(model_and_data, tmp_path):
                  *args, *TINY, "output.mesh=false"]) == 0
     m = json.loads((tmp_path / "o" / "custom" / "metrics.json").read_text())
     assert "psnr" not in m and len(list((tmp_path / "o" / "custom" / "views").glob("turntable_*.png"))) == 4
+    assert m["inputs"] == [0, 1]
+
+
+def test_custom_input_from_the_camera_file_alone_with_picked_frames(model_and_data, tmp_path):
+    folder, _ = model_and_data
+    args = _custom(tmp_path)
+    cameras = args[args.index("--cameras") + 1]
+    assert main(["reconstruct", "--checkpoint", str(folder), "--image-size", "16", "--out", str(tmp_path / "o"),
+                 "--cameras", cameras, "--frames", "1,0", *TINY, "output.mesh=false"]) == 0
+    m = json.loads((tmp_path / "o" / "custom" / "metrics.json").read_text())
+    assert m["inputs"] == [1, 0]  # the file's frames, in the order picked
 
 
 @pytest.mark.parametrize("case,message", [
     ("rotation", "is not a rotation"),
-    ("count", "1 images but 2 cameras"),
+    ("unknown", "matches no frame of"),
     ("alpha", "has no alpha channel and no mask"),
 ])
 def test_bad_custom_input_is_one_line_exit_2(model_and_data, tmp_path, capsys, case, message):
     folder, _ = model_and_data
-    args = _custom(tmp_path, n_images=1 if case == "count" else 2, alpha=case != "alpha",
-                   R=[[1, 0, 0], [0, 1, 0], [0, 0, 2]] if case == "rotation" else None)
+    args = _custom(tmp_path, alpha=case != "alpha", R=[[1, 0, 0], [0, 1, 0], [0, 0, 2]] if case == "rotation" else None)
+    if case == "unknown":
+        args[1] = str(tmp_path / "elsewhere.png")  # an image the camera file does not name
     assert main(["reconstruct", "--checkpoint", str(folder), "--out", str(tmp_path / "o"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
