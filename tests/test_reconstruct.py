@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import pipelines.fit as fit_module
@@ -78,6 +79,37 @@ def test_kill_then_resume_finishes_the_same_iterations(model_and_data, tmp_path,
     assert m["iterations"] == 6 and m["resumed_from"] == 4
     assert m["unet_evaluations"] == 4 * 2  # evaluations before the kill are carried over
     assert _reconstruct(folder, root, tmp_path / "r", "--resume") == 0  # finished: kept, not redone
+
+
+@pytest.mark.parametrize("mode", ["sparsefusion", "photometric"])
+def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_field(model_and_data, tmp_path, monkeypatch, mode):
+    from safetensors.torch import load_file
+
+    folder, root = model_and_data
+    extra = ["--mode", mode, "distill.reuse_target=3", "output.mesh=false"]  # iteration 4 reuses the cached target
+    assert _reconstruct(folder, root, tmp_path / "whole", *extra) == 0
+    real = fit_module.distill if mode == "sparsefusion" else fit_module.fit_photometric
+
+    def killed_after_5(*args, on_iteration, **kw):  # checkpoints at 2 and 4: the kill loses iteration 5's work
+        def hook(*a):
+            on_iteration(*a)
+            if (a[0].iteration if mode == "sparsefusion" else a[0]) == 5:
+                raise KeyboardInterrupt
+        return real(*args, on_iteration=hook, **kw)
+
+    monkeypatch.setattr(fit_module, "distill" if mode == "sparsefusion" else "fit_photometric", killed_after_5)
+    assert _reconstruct(folder, root, tmp_path / "cut", *extra) == 130
+    monkeypatch.undo()
+    assert _reconstruct(folder, root, tmp_path / "cut", *extra, "--resume") == 0
+    whole, cut = (json.loads((tmp_path / r / "seq_0" / "metrics.json").read_text()) for r in ("whole", "cut"))
+    assert cut["resumed_from"] == 4 and cut["iterations"] == whole["iterations"] == 6
+    assert cut["unet_evaluations"] == whole["unet_evaluations"]
+    for key in ("psnr", "ssim", "psnr_fg"):
+        assert cut[key] == pytest.approx(whole[key], abs=1e-5), key
+    a, b = (load_file(tmp_path / r / "seq_0" / "field.safetensors") for r in ("whole", "cut"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
 
 
 def test_photometric_and_sds_modes(model_and_data, tmp_path):
