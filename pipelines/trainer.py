@@ -5,7 +5,8 @@ A command builds its models and a ``step_fn(models, batch, step) -> {"loss": ten
 gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``), mixed precision,
 checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
 ``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
-random and data state, ``log.jsonl``, periodic samples, and a clear stop on a NaN loss.
+random and data state, ``log.jsonl`` (and optionally TensorBoard or wandb, :mod:`pipelines.trackers`),
+periodic samples, and a clear stop on a NaN loss.
 
 Data order: per epoch one permutation of the dataset (seeded by seed and epoch) is split across
 processes, so each process draws different examples; the position in it follows from the
@@ -35,6 +36,8 @@ from tqdm import tqdm
 
 from scenes.errors import UserError
 from scenes.io import write_bytes, write_json
+
+from . import trackers
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -75,6 +78,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (0: no clipping)."""
     resume: str | None = None
     """'latest' (the newest complete checkpoint in the output folder, if any) or a checkpoint folder."""
+    log_with: str | None = None
+    """Also log to tensorboard (under <out>/tensorboard) or wandb: log.jsonl's scalars and the sample grids."""
 
 
 class TrainingDiverged(UserError):
@@ -103,6 +108,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    trackers.check_name(cfg.log_with)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.mixed_precision=fp16 needs CUDA; use bf16 or no on this machine")
 
@@ -131,8 +137,10 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out_dir)
         # cpu=True on machines without an accelerator: accelerate then runs torchrun processes on gloo
         cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+        log_with = trackers.usable(cfg.log_with, int(os.environ.get("RANK", "0")) == 0)
         self.accelerator = acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                                             mixed_precision=cfg.mixed_precision, cpu=cpu)
+                                             mixed_precision=cfg.mixed_precision, cpu=cpu, log_with=log_with,
+                                             **trackers.accelerator_kwargs(log_with, self.out))
         set_seed(cfg.seed, device_specific=True)
         trainable = [n for n, m in models.items() if any(p.requires_grad for p in m.parameters())]
         if not trainable:
@@ -190,6 +198,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._resume()
         log = _JsonLog(self.out / "log.jsonl", start if cfg.resume else 0, enabled=self.is_main)
+        trackers.start(acc, self.out)
         batches = self._batches(dataset, collate_fn, start * cfg.grad_accum)
         window, t_start, last = _Window(acc.device), time.perf_counter(), {}
         images_total = 0
@@ -222,13 +231,16 @@ class Trainer:
                     last = window.flush(acc, self.step, self.optimizer.param_groups[0]["lr"],
                                         self.seconds_before + time.perf_counter() - t_start)
                     log.write(last)
+                    trackers.log_row(acc, last)
                     bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}")
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save_checkpoint(time.perf_counter() - t_start)
                 if sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._sample(sample_fn)
+                    trackers.log_sample(acc, self.out, self.step)
         finally:
             bar.close()
+            trackers.finish(acc)
         seconds = time.perf_counter() - t_start
         if self.saved_step != self.step:
             self.save_checkpoint(seconds)
