@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from scenes.assets import resolve, shipped
 from scenes.errors import CheckpointMissing, UserError
 
-DEMO_CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints" / "demo"
+DEMO_CHECKPOINTS = shipped("checkpoints", "demo")
 
 
 def legacy_options(cls, config: dict) -> dict:
@@ -22,7 +23,7 @@ def _fmt(options: dict) -> str:
 
 
 def _load(cls, folder: str | Path | None, default: str, command: str, device):
-    folder = Path(folder) if folder else DEMO_CHECKPOINTS / default
+    folder = resolve(folder) if folder else DEMO_CHECKPOINTS / default
     if (folder / "model" / "config.json").is_file():
         folder = folder / "model"
     if not (folder / "config.json").is_file():

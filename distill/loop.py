@@ -78,6 +78,7 @@ class DistillState:
     target_index: Tensor | None = None
     target_weight: Tensor | None = None
     target_age: int = 0
+    generator: torch.Generator | None = None  # the loop's random stream (view picks, noise levels, noise)
 
 
 def _render(field: nn.Module, cameras: Cameras, sampler: Sampler, scale: float) -> tuple[Tensor, Tensor]:
@@ -153,7 +154,9 @@ def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, 
     dev = next(field.parameters()).device
     opt = optimizer or make_optimizer(field, cfg)
     sampler = sampler or make_sampler(cfg.sampler, dev)
-    g = torch.Generator().manual_seed(seed * 100003 + state.iteration)
+    if state.generator is None:  # a resumed state brings its stream; torch's global one is the caller's to restore
+        state.generator = torch.Generator().manual_seed(seed * 100003 + state.iteration)
+    g = state.generator
     use_bf16 = cfg.bf16 and dev.type == "cuda"
     autocast = lambda: torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()  # noqa: E731
     bar = tqdm(range(state.iteration, cfg.iters), initial=state.iteration, total=cfg.iters,

@@ -70,10 +70,12 @@ def make_optimizer(field: nn.Module, cfg: FitConfig) -> torch.optim.Optimizer:
 
 def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = PhotometricConfig(), seed: int = 0,
                     start: int = 0, optimizer: torch.optim.Optimizer | None = None, sampler: Sampler | None = None,
-                    progress: bool = True, on_iteration: Callable[[int, dict], None] | None = None) -> list[float]:
+                    progress: bool = True, on_iteration: Callable[[int, dict], None] | None = None,
+                    generator: torch.Generator | None = None) -> list[float]:
     """Fit a field to views (images, masks, cameras, valid region) from step ``start``; losses per step.
 
-    ``on_iteration(steps_done, logs)`` runs after every step (checkpoints, logging).
+    ``on_iteration(steps_done, logs)`` runs after every step (checkpoints, logging); ``generator``
+    draws the rays (default: one seeded by ``seed`` and ``start``; pass a resumed one to continue it).
     """
     dev = next(field.parameters()).device
     o, d = views.cameras.to(dev).rays()
@@ -83,7 +85,7 @@ def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = Pho
     pool = views.valid.to(dev).reshape(-1).nonzero()[:, 0]
     opt = optimizer or make_optimizer(field, cfg)
     sampler = sampler or make_sampler(cfg.sampler, dev)
-    g = torch.Generator().manual_seed(seed * 100003 + start)
+    g = generator if generator is not None else torch.Generator().manual_seed(seed * 100003 + start)
     losses = []
     bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="photometric fit", disable=not progress)
     for step in bar:

@@ -1,1 +1,3 @@
-"""pipelines package."""
+"""pipelines package: the ``sparsefusion`` command line and everything it runs."""
+
+__version__ = "0.1.0"

@@ -18,6 +18,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from scenes.errors import UserError  # noqa: E402
 
+from . import __version__  # noqa: E402
 from .config import describe, load_config, preset_path  # noqa: E402
 
 # Flags shared by every command that reads scenes: flag -> (config key, type, help).
@@ -33,6 +34,13 @@ DATA_FLAGS = {
 }
 
 
+@dataclass(frozen=True)
+class Items:
+    """A list flag whose values may be space- or comma-separated (``--methods a,b c``), each read by ``kind``."""
+
+    kind: type = str
+
+
 @dataclass
 class Command:
     """A subcommand: its config class, flag shortcuts, and the function that runs it."""
@@ -41,7 +49,7 @@ class Command:
     help: str
     config: Callable[[], type]
     run: Callable[[Any], Any]
-    flags: dict[str, tuple[str, type, str]]
+    flags: dict[str, tuple[str, type | Items, str]]  # flag -> (config key, type, help); list: space-separated
     switches: dict[str, tuple[str, str]] | None = None  # boolean flags -> (key, help)
     default_preset: Callable[[Any], str] | None = None  # preset without --config, from the flag-only config
     plan: Callable[[Any, str, bool], str] | None = None  # first line printed: what will run
@@ -64,8 +72,8 @@ def _compare_cmd() -> Command:
     return Command(
         "compare", "run several methods on the same scenes; one table, image grid and turntables",
         lambda: cp.CompareConfig, _print_result(cp.compare),
-        {"methods": ("methods", list, "methods in table order"), **DATA_FLAGS,
-         "categories": ("categories", list, "categories (default: --category)"),
+        {"methods": ("methods", Items(), "methods in table order (a b c or a,b,c)"), **DATA_FLAGS,
+         "categories": ("categories", Items(), "categories (default: --category)"),
          "vldm": ("models.vldm", str, "VLDM folder (eft, vldm, sparsefusion*)"),
          "pixelnerf": ("models.pixelnerf", str, "pixelNeRF folder"), "dfm": ("models.dfm", str, "DFM folder"),
          "device": ("device", str, "cpu, cuda, auto")},
@@ -190,6 +198,7 @@ def _reconstruct_cmd() -> Command:
          "scene": ("scene", str, "only this sequence"),
          "images": ("images", list, "custom input: image files"),
          "cameras": ("cameras", str, "custom input: OpenCV camera JSON or transforms.json"),
+         "frames": ("frames", Items(int), "custom input: these frames of the camera file (e.g. 3,17,42)"),
          "masks": ("masks", list, "custom input: mask files (default: the images' alpha)"),
          "checkpoint": ("checkpoint", str, "VLDM folder"), "device": ("device", str, "cpu, cuda, auto"),
          "seed": ("seed", int, "seed")},
@@ -213,19 +222,27 @@ def _print_result(fn):
     return run
 
 
+def _metavar(key: str, typ) -> str:
+    """The value name shown in --help: N for numbers, else the config key's last part (``data.root`` -> ROOT)."""
+    kind = typ.kind if isinstance(typ, Items) else typ
+    return "N" if kind in (int, float) else key.rsplit(".", 1)[-1].upper()
+
+
 def _parser(commands: list[Command]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsefusion", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"sparsefusion {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for cmd in commands:
         p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
-        p.add_argument("--config", help="preset name under configs/<command>/ or a YAML file")
+        p.add_argument("--config", metavar="PRESET", help="preset name under configs/<command>/ or a YAML file")
         p.add_argument("--show-config", action="store_true", help="print the resolved config with field docs and exit")
         for flag, (key, typ, help_) in cmd.flags.items():
-            if typ is list:
-                p.add_argument(f"--{flag}", nargs="+", dest=f"flag:{key}", help=f"{help_} (= {key})")
+            common = {"dest": f"flag:{key}", "metavar": _metavar(key, typ), "help": f"{help_} (= {key})"}
+            if typ is list or isinstance(typ, Items):
+                p.add_argument(f"--{flag}", nargs="+", **common)
             else:
-                p.add_argument(f"--{flag}", type=typ, dest=f"flag:{key}", help=f"{help_} (= {key})")
+                p.add_argument(f"--{flag}", type=typ, **common)
         for flag, (key, help_) in (cmd.switches or {}).items():
             p.add_argument(f"--{flag}", action="store_true", default=None, dest=f"flag:{key}", help=f"{help_} (= {key}=true)")
         if cmd.name == "evaluate":
@@ -248,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, key, [v for v in value if not _is_override(v)] or None)
             overrides += [v for v in value if _is_override(v)]
     try:
+        for flag, (key, typ, _) in cmd.flags.items():
+            if isinstance(typ, Items) and getattr(args, f"flag:{key}") is not None:
+                setattr(args, f"flag:{key}", _items(flag, getattr(args, f"flag:{key}"), typ.kind))
         if getattr(args, "list_methods", False):
             from .methods import available_methods
 
@@ -272,6 +292,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sparsefusion {cmd.name}: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _items(flag: str, words: list[str], kind: type) -> list:
+    """The values of an :class:`Items` flag: words split at commas, each read by ``kind``."""
+    parts = [part.strip() for word in words for part in word.split(",") if part.strip()]
+    try:
+        return [kind(part) for part in parts]
+    except ValueError:
+        raise UserError(f"--{flag} takes {kind.__name__} values (e.g. --{flag} 3,17,42), got {' '.join(words)!r}") from None
 
 
 def _is_override(text: str) -> bool:

@@ -17,17 +17,18 @@ from typing import Any, TypeVar
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from scenes.assets import resolve, shipped
 from scenes.errors import UserError
 from scenes.io import write_bytes
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = shipped("configs")  # the source tree's configs/, or a wheel's copy (scenes.assets)
 
 T = TypeVar("T")
 
 
 def preset_path(command: str, preset: str) -> Path:
     """A preset name (``configs/<command>/<name>.yaml``) or a path to a YAML file."""
-    path = Path(preset)
+    path = resolve(preset)  # configs/<command>/x.yaml also names the shipped preset from any folder
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise UserError(f"config file not found: {path}")

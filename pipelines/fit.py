@@ -1,8 +1,9 @@
 """Fitting one scene's field (SparseFusion, SDS or photometric) with checkpoints, for ``reconstruct`` and the harness.
 
 A checkpoint (``state.pt``, tensors only, read with ``weights_only=True``) holds the field,
-the optimizer, the iteration, the occupancy grid if any and the cached denoised target, so a
-killed run resumes where its last checkpoint was written.
+the optimizer, the iteration, the occupancy grid if any, the cached denoised target and every
+random state (the loop's generator, torch's CPU and CUDA streams), so a run killed at any
+iteration and resumed from its last checkpoint ends with the uninterrupted run's field.
 """
 
 from __future__ import annotations
@@ -80,10 +81,27 @@ class FitResult:
     resumed_from: int = 0
 
 
+def _rng_state(device: torch.device) -> dict:
+    """torch's global random state: CPU, and the device's when fitting on CUDA (the renderer's jitter draws from it)."""
+    out = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_state(rng: dict | None, device: torch.device) -> None:
+    if rng is None:
+        return
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+
+
 def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iteration: int, sampler,
-                state: DistillState | None, unet_evaluations: int) -> None:
+                state: DistillState | None, unet_evaluations: int, generator: torch.Generator) -> None:
+    device = next(fld.parameters()).device
     blob = {"field": fld.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
-            "unet_evaluations": unet_evaluations}
+            "unet_evaluations": unet_evaluations, "generator": generator.get_state(), "rng": _rng_state(device)}
     if hasattr(sampler, "estimator"):
         blob["occupancy"] = sampler.estimator.state_dict()
     if state is not None and state.target is not None:
@@ -93,7 +111,8 @@ def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iter
         torch.save(blob, tmp)
 
 
-def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState]:
+def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState, dict | None]:
+    """Restore field, optimizer and occupancy; returns iteration, UNet evaluations, loop state, global random state."""
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
         fld.load_state_dict(blob["field"])
@@ -104,11 +123,14 @@ def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState]:
     if "occupancy" in blob and hasattr(sampler, "estimator"):
         sampler.estimator.load_state_dict(blob["occupancy"])
     state = DistillState(iteration=blob["iteration"])
+    if "generator" in blob:  # checkpoints written before the random state was saved resume re-seeded
+        state.generator = torch.Generator()
+        state.generator.set_state(blob["generator"])
     if "target" in blob:
         t = blob["target"]
         state.target, state.target_index, state.target_weight, state.target_age = (
             t["target"], t["index"], t["weight"], t["age"])
-    return blob["iteration"], blob["unet_evaluations"], state
+    return blob["iteration"], blob["unet_evaluations"], state, blob.get("rng")
 
 
 def fusion_cameras(inputs: Cameras, targets: Cameras | None, circle_views: int, circle_fit: str = "inputs",
@@ -140,13 +162,13 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
     fit_cfg = cfg.photometric if cfg.mode == "photometric" else cfg.distill
     opt = make_optimizer(fld, fit_cfg)
     sampler = make_sampler(fit_cfg.sampler, device)
-    start, unet0, state = 0, 0, DistillState()
+    start, unet0, state, rng = 0, 0, DistillState(), None
     if resume and state_path is not None and state_path.is_file():
-        start, unet0, state = _load_state(state_path, fld, opt, sampler)
+        start, unet0, state, rng = _load_state(state_path, fld, opt, sampler)
     t0 = time.perf_counter()
     teacher = None
 
-    def checkpoint(done: int, log: dict, dstate: DistillState | None = None) -> None:
+    def checkpoint(done: int, log: dict, generator: torch.Generator, dstate: DistillState | None = None) -> None:
         log = {"iteration": done, **log}
         if teacher is not None:
             log["unet_evaluations"] = unet0 + teacher.unet_evaluations
@@ -155,12 +177,14 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
         total = fit_cfg.iters
         if state_path is not None and cfg.checkpoint_every and (done % cfg.checkpoint_every == 0 or done == total):
             _save_state(state_path, fld, opt, done, sampler, dstate,
-                        unet0 + (teacher.unet_evaluations if teacher else 0))
+                        unet0 + (teacher.unet_evaluations if teacher else 0), generator)
 
     views = inputs.to(device)
     if cfg.mode == "photometric":
+        gen = state.generator or torch.Generator().manual_seed(seed * 100003 + start)
+        _set_rng_state(rng, device)
         fit_photometric(fld, views, cfg.photometric, seed=seed, start=start, optimizer=opt, sampler=sampler,
-                        progress=progress, on_iteration=lambda done, log: checkpoint(done, log))
+                        progress=progress, on_iteration=lambda done, log: checkpoint(done, log, gen), generator=gen)
         iterations, unet = max(start, cfg.photometric.iters), 0
     else:
         if pipe is None:
@@ -172,9 +196,10 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
                               cfg.teacher.guidance_scale, cfg.teacher.solver, cfg.teacher.steps_per_t)
         cams = fusion_cameras(ctx_cams, targets, cfg.circle_views, cfg.circle_fit, cfg.circle_jitter, seed)
         teacher.prepare(cams.to(device))
+        _set_rng_state(rng, device)  # after everything before the loop, as the uninterrupted run stood at the checkpoint
         dcfg = replace(cfg.distill, mode="sds" if cfg.mode == "sds" else "multistep")
         state = distill(fld, views, cams.to(device), teacher, dcfg, perceptual, state=state, optimizer=opt,
                         sampler=sampler, seed=seed, progress=progress,
-                        on_iteration=lambda s, log: checkpoint(s.iteration, log, s))
+                        on_iteration=lambda s, log: checkpoint(s.iteration, log, s.generator, s))
         iterations, unet = state.iteration, unet0 + teacher.unet_evaluations
     return FitResult(fld.eval(), sampler, iterations, unet, time.perf_counter() - t0, start)

@@ -59,15 +59,17 @@ class ReconstructConfig(FitSceneConfig):
     """Configuration of ``sparsefusion reconstruct``."""
 
     data: DataConfig = dc_field(default_factory=DataConfig)
-    """Dataset scenes (ignored with images=...)."""
+    """Dataset scenes (ignored with cameras=..., but for the reader options data.*)."""
     scene: str | None = None
     """Only this sequence of the dataset split."""
     images: list[str] | None = None
-    """Custom input: image files (masks from alpha or masks=...)."""
+    """Custom input: image files, each matched to the camera file's frame that names it (masks from alpha or masks=...)."""
     cameras: str | None = None
-    """Custom input: OpenCV camera JSON or transforms.json, one camera per image."""
+    """Custom input: OpenCV camera JSON or transforms.json (without images: every frame, or frames=...)."""
+    frames: list[int] | None = None
+    """Custom input: use these frames of the camera file, by index from 0 (e.g. [3, 17, 42])."""
     masks: list[str] | None = None
-    """Custom input: mask files, one per image."""
+    """Custom input: mask files, one per input view."""
     checkpoint: str | None = None
     """VLDM folder (default: the shipped demo model)."""
     out: str | None = None
@@ -91,14 +93,19 @@ class ReconScene:
     targets: Views | None = None
 
 
+def _custom(cfg: ReconstructConfig) -> bool:
+    """Whether the config names custom input (a camera file, with or without images) rather than dataset scenes."""
+    return bool(cfg.images or cfg.cameras)
+
+
 def _sequences(cfg: ReconstructConfig) -> tuple[CO3DDataset | None, list]:
     """The dataset and the evaluation sequences the config reads ((None, []) for custom input)."""
-    if cfg.images:
-        if not cfg.cameras:
-            raise UserError("images=... needs cameras=<camera JSON or transforms.json>")
+    if cfg.images and not cfg.cameras:
+        raise UserError("images=... needs cameras=<camera JSON or transforms.json>")
+    if cfg.frames is not None and not cfg.cameras:
+        raise UserError("frames=... picks frames of a camera file; give cameras=<camera JSON or transforms.json>")
+    if _custom(cfg):
         return None, []
-    if cfg.cameras:
-        raise UserError("cameras=... is for custom input; give images=... too")
     d = cfg.data
     dataset = CO3DDataset(d.root, d.category)
     return dataset, eval_sequences(dataset, d.subset, d.split, None if cfg.scene else d.max_scenes)
@@ -106,7 +113,7 @@ def _sequences(cfg: ReconstructConfig) -> tuple[CO3DDataset | None, list]:
 
 def _selection(cfg: ReconstructConfig, seqs: list) -> list[str]:
     """Names of the scenes the config selects, in order (validates --scene)."""
-    if cfg.images:
+    if _custom(cfg):
         return ["custom"]
     names = [s.name for s in seqs]
     if cfg.scene and cfg.scene not in names:
@@ -118,9 +125,10 @@ def _selection(cfg: ReconstructConfig, seqs: list) -> list[str]:
 
 def _scenes(cfg: ReconstructConfig, keep: set[str], dataset: CO3DDataset | None, seqs: list):
     """The selected scenes named in ``keep``, loaded one by one (custom input or dataset scenes)."""
-    if cfg.images:
+    if _custom(cfg):
         if "custom" in keep:
-            yield ReconScene("custom", load_custom_views(cfg.images, cfg.cameras, cfg.masks, cfg.data.options()))
+            yield ReconScene("custom", load_custom_views(cfg.images, cfg.cameras, cfg.masks, cfg.data.options(),
+                                                         cfg.frames))
         return
     d = cfg.data
     skip = lambda i: seqs[i].name not in keep  # noqa: E731
@@ -195,7 +203,7 @@ def run(cfg: ReconstructConfig) -> dict | None:
 
     Under torchrun each process reconstructs every n-th scene; the main process writes the summary.
     """
-    name = "custom" if cfg.images else f"{cfg.mode}-{cfg.data.category}-{cfg.data.views}v"
+    name = "custom" if _custom(cfg) else f"{cfg.mode}-{cfg.data.category}-{cfg.data.views}v"
     out = output_dir("reconstruct", cfg.out, name)
     procs = processes(cfg.device)
     if procs.is_main:

@@ -5,8 +5,9 @@ A command builds its models and a ``step_fn(models, batch, step) -> {"loss": ten
 gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``, plus an EMA of the buffers), mixed precision,
 checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
 ``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
-random and data state, ``log.jsonl``, periodic samples, a fixed validation loss, a weights-only
-start from a saved ``model/`` folder (``init_from``), a cosine learning rate, and a clear stop on a NaN loss.
+random and data state, ``log.jsonl`` (and optionally TensorBoard or wandb, :mod:`pipelines.trackers`),
+periodic samples, a fixed validation loss, a weights-only start from a saved ``model/`` folder
+(``init_from``), a cosine learning rate, and a clear stop on a NaN loss.
 
 Data order: per epoch one permutation of the dataset (seeded by seed and epoch) is split across
 processes, so each process draws different examples; the position in it follows from the
@@ -38,6 +39,7 @@ from scenes.errors import UserError
 from scenes.io import write_bytes, write_json
 
 from .buffer_ema import BufferEMA
+from . import trackers
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -87,6 +89,8 @@ class TrainConfig:
     a checkpoint found by ``resume`` still wins over it."""
     val_every: int = 0
     """Log the fixed validation loss (same examples, t and noise every time) every N optimizer steps (0: never)."""
+    log_with: str | None = None
+    """Also log to tensorboard (under <out>/tensorboard) or wandb: log.jsonl's scalars and the sample grids."""
 
 
 class TrainingDiverged(UserError):
@@ -160,6 +164,7 @@ def validate(cfg: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    trackers.check_name(cfg.log_with)
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise UserError("train.mixed_precision=fp16 needs CUDA; use bf16 or no on this machine")
 
@@ -188,8 +193,10 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out_dir)
         # cpu=True on machines without an accelerator: accelerate then runs torchrun processes on gloo
         cpu = not torch.cuda.is_available() and not torch.backends.mps.is_available()
+        log_with = trackers.usable(cfg.log_with, int(os.environ.get("RANK", "0")) == 0)
         self.accelerator = acc = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
-                                             mixed_precision=cfg.mixed_precision, cpu=cpu)
+                                             mixed_precision=cfg.mixed_precision, cpu=cpu, log_with=log_with,
+                                             **trackers.accelerator_kwargs(log_with, self.out))
         set_seed(cfg.seed, device_specific=True)
         trainable = [n for n, m in models.items() if any(p.requires_grad for p in m.parameters())]
         if not trainable:
@@ -254,6 +261,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._resume()
         log = _JsonLog(self.out / "log.jsonl", start if cfg.resume else 0, enabled=self.is_main)
+        trackers.start(acc, self.out)
         batches = self._batches(dataset, collate_fn, start * cfg.grad_accum)
         window, t_start, last = _Window(acc.device), time.perf_counter(), {}
         images_total = 0
@@ -291,15 +299,18 @@ class Trainer:
                     last = window.flush(acc, self.step, self.optimizer.param_groups[0]["lr"],
                                         self.seconds_before + time.perf_counter() - t_start)
                     log.write(last)
+                    trackers.log_row(acc, last)
                     bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}")
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save_checkpoint(time.perf_counter() - t_start)
                 if sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
                     self._sample(sample_fn)
+                    trackers.log_sample(acc, self.out, self.step)
                 if do_val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     self._validate(val_fn, log)
         finally:
             bar.close()
+            trackers.finish(acc)
         seconds = time.perf_counter() - t_start
         if self.saved_step != self.step:
             self.save_checkpoint(seconds)
@@ -375,7 +386,9 @@ class Trainer:
         values = {}
         self._sample(lambda models, step: values.update(val_fn(models)))
         if self.is_main:
-            log.write({"step": self.step, **{f"val_{k}": float(v) for k, v in values.items()}})
+            row = {"step": self.step, **{f"val_{k}": float(v) for k, v in values.items()}}
+            log.write(row)
+            trackers.log_row(self.accelerator, row)
 
     def _sample(self, sample_fn) -> None:
         if self.is_main:

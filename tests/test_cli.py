@@ -115,3 +115,22 @@ def test_cameras_export_matches_written_cameras(sphere_root, tmp_path):
 
     cams = read_camera_file(out).cameras  # the export is itself a valid camera file
     assert len(cams) == 20
+
+
+def test_help_names_values_and_version(capsys):
+    from pipelines import __version__
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--help"])
+    text = capsys.readouterr().out
+    assert exit_.value.code == 0 and "FLAG:" not in text
+    assert "--data ROOT" in text and "--max-scenes N" in text and "--config PRESET" in text
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"sparsefusion {__version__}"
+
+
+@pytest.mark.parametrize("words", [["a,b,c"], ["a", "b", "c"], ["a,b", "c"], ["a,", "b,c"]])
+def test_compare_methods_take_commas_or_spaces(words, capsys):
+    assert main(["compare", "--methods", *words, "--show-config"]) == 0
+    assert "methods = ['a', 'b', 'c']" in capsys.readouterr().out

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import pipelines.fit as fit_module
@@ -81,6 +82,37 @@ def test_kill_then_resume_finishes_the_same_iterations(model_and_data, tmp_path,
     assert _reconstruct(folder, root, tmp_path / "r", "--resume") == 0  # finished: kept, not redone
 
 
+@pytest.mark.parametrize("mode", ["sparsefusion", "photometric"])
+def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_field(model_and_data, tmp_path, monkeypatch, mode):
+    from safetensors.torch import load_file
+
+    folder, root = model_and_data
+    extra = ["--mode", mode, "distill.reuse_target=3", "output.mesh=false"]  # iteration 4 reuses the cached target
+    assert _reconstruct(folder, root, tmp_path / "whole", *extra) == 0
+    real = fit_module.distill if mode == "sparsefusion" else fit_module.fit_photometric
+
+    def killed_after_5(*args, on_iteration, **kw):  # checkpoints at 2 and 4: the kill loses iteration 5's work
+        def hook(*a):
+            on_iteration(*a)
+            if (a[0].iteration if mode == "sparsefusion" else a[0]) == 5:
+                raise KeyboardInterrupt
+        return real(*args, on_iteration=hook, **kw)
+
+    monkeypatch.setattr(fit_module, "distill" if mode == "sparsefusion" else "fit_photometric", killed_after_5)
+    assert _reconstruct(folder, root, tmp_path / "cut", *extra) == 130
+    monkeypatch.undo()
+    assert _reconstruct(folder, root, tmp_path / "cut", *extra, "--resume") == 0
+    whole, cut = (json.loads((tmp_path / r / "seq_0" / "metrics.json").read_text()) for r in ("whole", "cut"))
+    assert cut["resumed_from"] == 4 and cut["iterations"] == whole["iterations"] == 6
+    assert cut["unet_evaluations"] == whole["unet_evaluations"]
+    for key in ("psnr", "ssim", "psnr_fg"):
+        assert cut[key] == pytest.approx(whole[key], abs=1e-5), key
+    a, b = (load_file(tmp_path / r / "seq_0" / "field.safetensors") for r in ("whole", "cut"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+
+
 def test_photometric_and_sds_modes(model_and_data, tmp_path):
     folder, root = model_and_data
     assert _reconstruct(folder, root, tmp_path / "p", "--mode", "photometric", "output.mesh=false") == 0
@@ -118,17 +150,29 @@ def test_custom_input_runs(model_and_data, tmp_path):
                  *args, *TINY, "output.mesh=false"]) == 0
     m = json.loads((tmp_path / "o" / "custom" / "metrics.json").read_text())
     assert "psnr" not in m and len(list((tmp_path / "o" / "custom" / "views").glob("turntable_*.png"))) == 4
+    assert m["inputs"] == [0, 1]
+
+
+def test_custom_input_from_the_camera_file_alone_with_picked_frames(model_and_data, tmp_path):
+    folder, _ = model_and_data
+    args = _custom(tmp_path)
+    cameras = args[args.index("--cameras") + 1]
+    assert main(["reconstruct", "--checkpoint", str(folder), "--image-size", "16", "--out", str(tmp_path / "o"),
+                 "--cameras", cameras, "--frames", "1,0", *TINY, "output.mesh=false"]) == 0
+    m = json.loads((tmp_path / "o" / "custom" / "metrics.json").read_text())
+    assert m["inputs"] == [1, 0]  # the file's frames, in the order picked
 
 
 @pytest.mark.parametrize("case,message", [
     ("rotation", "is not a rotation"),
-    ("count", "1 images but 2 cameras"),
+    ("unknown", "matches no frame of"),
     ("alpha", "has no alpha channel and no mask"),
 ])
 def test_bad_custom_input_is_one_line_exit_2(model_and_data, tmp_path, capsys, case, message):
     folder, _ = model_and_data
-    args = _custom(tmp_path, n_images=1 if case == "count" else 2, alpha=case != "alpha",
-                   R=[[1, 0, 0], [0, 1, 0], [0, 0, 2]] if case == "rotation" else None)
+    args = _custom(tmp_path, alpha=case != "alpha", R=[[1, 0, 0], [0, 1, 0], [0, 0, 2]] if case == "rotation" else None)
+    if case == "unknown":
+        args[1] = str(tmp_path / "elsewhere.png")  # an image the camera file does not name
     assert main(["reconstruct", "--checkpoint", str(folder), "--out", str(tmp_path / "o"), *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]

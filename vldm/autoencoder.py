@@ -22,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
+from scenes.assets import resolve
 from scenes.errors import UserError
 
 SD_SCALING_FACTOR = 0.18215
@@ -39,7 +40,7 @@ def load_vae(path: str | Path, dtype: torch.dtype | None = torch.float32) -> Aut
 
     Never uses the network. ``dtype``: cast the weights (default float32; None keeps the file's).
     """
-    path = Path(path).expanduser()
+    path = resolve(path)  # checkpoints/demo/... names the shipped copy from any folder
     if not path.exists():
         raise UserError(f"VAE not found: {path} ({EXPECTED})")
     vae = _load_folder(path) if path.is_dir() else _load_file(path)

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import torch
 
+from scenes.assets import resolve, shipped
 from scenes.errors import CheckpointMissing, UserError
 
 from .pipeline import VLDMPipeline
 
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "demo" / "vldm"
+DEMO_CHECKPOINT = shipped("checkpoints", "demo", "vldm")
 
 
 def load_vldm(folder: str | Path | None = None, device: torch.device | str = "cpu") -> VLDMPipeline:
     """A :class:`VLDMPipeline` from a folder written by ``sparsefusion train-vldm`` (default: the shipped demo)."""
-    folder = Path(folder) if folder else DEMO_CHECKPOINT
+    folder = resolve(folder) if folder else DEMO_CHECKPOINT
     if (folder / "model" / "model_index.json").is_file():
         folder = folder / "model"
     if not (folder / "model_index.json").is_file():
