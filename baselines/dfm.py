@@ -55,20 +55,21 @@ class DFM(ModelMixin, ConfigMixin):
     """The DFM denoiser: contexts + noisy target view -> a 3D field whose render at the target is x̂0."""
 
     # what a config.json saved before these options existed means (BatchNorm encoder at H/2, the
-    # feature entered once, frequencies 2^k, no view directions): such models still load as trained
+    # feature entered once, frequencies 2^k, no view directions, ReLU density): such models still load as trained
     LEGACY_CONFIG = {"norm": "batch", "high_res": False, "feature_injections": 1, "pos_freq_factor": 1.0,
-                     "use_viewdirs": False}
+                     "use_viewdirs": False, "density": "relu"}
 
     @register_to_config
     def __init__(self, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
                  combine_layer: int = 3, render_features: int = 64, time_dim: int = 256, n_coarse: int = 64,
                  n_fine: int = 64, n_cond: int = 64, norm: str = "group", high_res: bool = True,
-                 feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True):
+                 feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True,
+                 density: str = "softplus"):
         super().__init__()
         self.encoder = TimeConditionedEncoder(backbone, 3 + 3 + 1 + render_features, time_dim, norm, high_res)
         k = feature_injections or default_injections(combine_layer, n_blocks)
         fields = [PixelAlignedField(FEATURE_CHANNELS, width, n_blocks, combine_layer, render_features, time_dim,
-                                    k, pos_freq_factor, use_viewdirs) for _ in range(2)]
+                                    k, pos_freq_factor, use_viewdirs, density) for _ in range(2)]
         self.field, self.cond_field = fields
         self.scheduler = make_scheduler()
 

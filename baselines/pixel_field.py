@@ -8,7 +8,10 @@ number of views in any order. The image feature enters through a linear map befo
 the first ``feature_injections`` blocks (pixelNeRF's ``lin_z``: every block before the mean;
 DFM's field: only the input layer). With ``time_dim`` > 0 every block is FiLM-modulated by a
 per-view time embedding (DFM: 0 for clean contexts, t for the noisy target); after pooling
-the last view's embedding is used.
+the last view's embedding is used. The density is ReLU (pixelNeRF's, DFM) or softplus of the MLP's
+fourth output: with features that are all positive (a randomly started encoder ends in a ReLU)
+the density's pre-activation starts nearly the same at every point, and a ReLU there can go
+negative everywhere in the first steps and never come back (no gradient: a black render).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from scenes.encoding import harmonic_dim, harmonic_embedding
 from scenes.projection import project_points, sample_at_pixels
 
 POS_FREQS = 6
+DENSITIES = ("relu", "softplus")
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -137,6 +141,8 @@ def default_injections(combine_layer: int, n_blocks: int) -> int:
 class PixelAlignedField(nn.Module):
     """Points (P, 3) + view features -> rgb (P, 3) in [0, 1], sigma (P,) >= 0, extra features (P, F).
 
+    ``density``: relu or softplus (never without a gradient) of the MLP's density output.
+
     The MLP's input layer is W·[feature, posenc(x_cam), dir_cam] + b, split as ``lin_feat``
     (applied to the maps once per view, a 1×1 convolution; it also holds the later injections'
     maps, ``feature_injections``·width rows) and ``lin_pos`` (applied per point).
@@ -144,8 +150,11 @@ class PixelAlignedField(nn.Module):
 
     def __init__(self, feature_channels: int, width: int, n_blocks: int, combine_layer: int,
                  extra_features: int = 0, time_dim: int = 0, feature_injections: int = 1,
-                 pos_freq_factor: float = 1.0, use_viewdirs: bool = False):
+                 pos_freq_factor: float = 1.0, use_viewdirs: bool = False, density: str = "relu"):
         super().__init__()
+        if density not in DENSITIES:
+            raise ValueError(f"density={density!r} must be one of {DENSITIES}")
+        self.density = F.relu if density == "relu" else F.softplus
         most = default_injections(combine_layer, n_blocks)
         if not 1 <= feature_injections <= most:
             raise ValueError(f"feature_injections={feature_injections} must lie in [1, {most}] "
@@ -178,4 +187,4 @@ class PixelAlignedField(nn.Module):
             d = F.normalize(directions, dim=-1)
             pos = torch.cat([pos, torch.einsum("vij,pj->vpi", views.cameras.R.to(d), d)], dim=-1)
         out = self.mlp(h + self.lin_pos(pos), views.times, injections)
-        return torch.sigmoid(out[:, :3]), F.relu(out[:, 3]), out[:, 4:]
+        return torch.sigmoid(out[:, :3]), self.density(out[:, 3]), out[:, 4:]

@@ -5,7 +5,8 @@ point is projected into every view and its feature sampled; the MLP input is a p
 encoding of the point in that camera's frame (6 frequencies, 1.5·2^k) and the viewing
 direction in that frame; the feature enters through its own linear map before each ResnetFC
 block up to the mean over views (the official ``lin_z``); coarse + importance samples through
-one MLP with both passes supervised.
+one MLP with both passes supervised. The density is softplus, not the official ReLU: with a
+randomly started encoder a ReLU density died in the first steps (``pixel_field``).
 """
 
 from __future__ import annotations
@@ -26,18 +27,21 @@ class PixelNeRF(ModelMixin, ConfigMixin):
     """Input views (V, 3, H, W) in [0, 1] with cameras -> a field that renders any camera."""
 
     # what a config.json saved before these options existed means (the feature entered once,
-    # frequencies 2^k, no view directions, BatchNorm): such models still load and behave as trained
-    LEGACY_CONFIG = {"norm": "batch", "feature_injections": 1, "pos_freq_factor": 1.0, "use_viewdirs": False}
+    # frequencies 2^k, no view directions, BatchNorm, ReLU density): such models load and behave as trained
+    LEGACY_CONFIG = {"norm": "batch", "feature_injections": 1, "pos_freq_factor": 1.0, "use_viewdirs": False,
+                     "density": "relu"}
 
     @register_to_config
     def __init__(self, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
                  combine_layer: int = 3, n_coarse: int = 64, n_fine: int = 32, norm: str = "batch",
-                 feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True):
+                 feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True,
+                 density: str = "softplus"):
         super().__init__()
         self.encoder = PixelFeatureEncoder(backbone, norm=norm)
         k = feature_injections or default_injections(combine_layer, n_blocks)
         self.field = PixelAlignedField(FEATURE_CHANNELS, width, n_blocks, combine_layer, feature_injections=k,
-                                       pos_freq_factor=pos_freq_factor, use_viewdirs=use_viewdirs)
+                                       pos_freq_factor=pos_freq_factor, use_viewdirs=use_viewdirs,
+                                       density=density)
 
     def encode(self, images: Tensor, cameras: Cameras) -> ViewFeatures:
         """Feature maps of the input views (images at the model's size, cameras matching them)."""

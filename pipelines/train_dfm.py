@@ -67,6 +67,8 @@ class DFMModelConfig:
     """Lowest positional-encoding frequency (official: 1.5)."""
     use_viewdirs: bool = True
     """Ray directions in each view's frame as field input (official DFM: false); as the warm-start pixelNeRF."""
+    density: str = "softplus"
+    """Density activation (softplus or relu); as the warm-start pixelNeRF."""
 
 
 @dataclass
@@ -114,7 +116,7 @@ def build_model(cfg: TrainDFMConfig):
     model = DFM(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.render_features, m.time_dim,
                 m.n_coarse, m.n_fine, m.n_cond, norm=m.norm, high_res=m.high_res,
                 feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
-                use_viewdirs=m.use_viewdirs)
+                use_viewdirs=m.use_viewdirs, density=m.density)
     if cfg.warm_start:
         from baselines.load import load_pixelnerf
 
@@ -133,7 +135,7 @@ def check_warm_start(pn, m: DFMModelConfig, folder: str) -> None:
     mine = {"backbone": m.backbone, "width": m.width, "n_blocks": m.n_blocks, "combine_layer": m.combine_layer,
             "feature_injections": m.feature_injections or default_injections(m.combine_layer, m.n_blocks),
             "pos_freq_factor": m.pos_freq_factor,
-            "use_viewdirs": m.use_viewdirs}
+            "use_viewdirs": m.use_viewdirs, "density": m.density}
     theirs = {k: pn.config[k] for k in mine if k != "feature_injections"}
     theirs["feature_injections"] = pn.field.injections
     differ = [f"{k}: {theirs[k]} vs {v}" for k, v in mine.items() if theirs[k] != v]

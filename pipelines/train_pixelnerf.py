@@ -51,6 +51,9 @@ class PixelNeRFModelConfig:
     """Lowest positional-encoding frequency (official freq_factor 1.5)."""
     use_viewdirs: bool = True
     """Ray directions in each input view's frame as MLP input (official default: true)."""
+    density: str = "softplus"
+    """Density activation: softplus (never without a gradient) or relu (official; died in the first steps of
+    the demo from a random encoder: a black render)."""
 
 
 @dataclass
@@ -99,7 +102,7 @@ def build_model(cfg: TrainPixelNeRFConfig):
     check_injections(m.feature_injections, m.combine_layer, m.n_blocks)
     model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine, norm=m.norm,
                       feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
-                      use_viewdirs=m.use_viewdirs)
+                      use_viewdirs=m.use_viewdirs, density=m.density)
     if weights:
         model.encoder = PixelFeatureEncoder(m.backbone, weights, norm=m.norm)
     else:
