@@ -91,3 +91,23 @@ def test_clear_errors(setup, tmp_path, capsys):
     assert "junk.bin" in capsys.readouterr().err
     assert main(_args(root, vae, tmp_path / "b", "contexts_max=9", "frames_per_sample=10")) == 2
     assert "at most 8 views" in capsys.readouterr().err
+
+
+def test_batches_of_several_sequences_and_bf16_train(setup, tmp_path):
+    # train.batch_size=2: examples with different numbers of contexts share one step (EFT per
+    # example, UNet batched); bf16 autocast runs (the EFT keeps its geometry in float32)
+    root, vae = setup
+    out = tmp_path / "b2"
+    assert main(_args(root, vae, out, "--steps", "2", "train.batch_size=2", "train.mixed_precision=bf16")) == 0
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)  # finite, not NaN
+    from vldm.load import load_vldm
+
+    assert load_vldm(out).unet.config.in_channels == 4 + 16
+
+
+def test_a_batch_step_sees_every_example():
+    from scenes.training import collate_examples
+
+    assert collate_examples([{"a": 1}]) == {"a": 1}  # batch_size 1: the example itself, as before
+    assert collate_examples([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]
