@@ -98,7 +98,12 @@ def test_batches_of_several_sequences_and_bf16_train(setup, tmp_path):
     # example, UNet batched); bf16 autocast runs (the EFT keeps its geometry in float32)
     root, vae = setup
     out = tmp_path / "b2"
-    assert main(_args(root, vae, out, "--steps", "2", "train.batch_size=2", "train.mixed_precision=bf16")) == 0
+    # its own process: accelerate fixes the mixed precision once per process
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "pipelines", *_args(root, vae, out, "--steps", "2", "train.batch_size=2",
+                                                    "train.mixed_precision=bf16")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)  # finite, not NaN
     from vldm.load import load_vldm
