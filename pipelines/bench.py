@@ -4,7 +4,9 @@ Figures: VLDM sampling seconds per view (DDIM), EFT seconds per view, VLDM train
 (forward + backward of EFT and UNet on one example), field forward+backward samples/s,
 rendered rays/s, and ``reconstruction``: seconds per distillation iteration and per scene of a
 reconstruct preset, its UNet evaluations and VAE calls per scene, and where an iteration's time
-goes (field, rendering, UNet, VAE, LPIPS, other; see :mod:`pipelines.bench_reconstruction`).
+goes (field, rendering, UNet, VAE, LPIPS, other; see :mod:`pipelines.bench_reconstruction`), and
+``training``: one training step of each demo model (VLDM, pixelNeRF, DFM, VAE) and where its time
+goes (see :mod:`pipelines.bench_training`).
 Each is the median of ``repeats`` runs after one warm-up.
 """
 
@@ -24,7 +26,7 @@ from scenes.io import write_json
 from .runtime import machine_info, resolve_device
 
 
-FIGURES = {"vldm_sampling", "eft", "vldm_train_step", "field", "render", "reconstruction"}
+FIGURES = {"vldm_sampling", "eft", "vldm_train_step", "field", "render", "reconstruction", "training"}
 
 
 @dataclass
@@ -34,8 +36,10 @@ class BenchConfig:
     checkpoint: str | None = None
     """VLDM folder (default: the shipped demo model)."""
     figures: list[str] = field(default_factory=lambda: ["vldm_sampling", "eft", "vldm_train_step", "field", "render",
-                                                        "reconstruction"])
+                                                        "reconstruction", "training"])
     """Which figures to measure."""
+    training_models: list[str] = field(default_factory=lambda: ["vldm", "pixelnerf", "dfm", "vae"])
+    """Models of the ``training`` figure (vldm, pixelnerf, dfm, vae: their shipped demo models)."""
     repeats: int = 3
     """Timed runs per figure (after one warm-up); the median is reported."""
     preset: str = "fast"
@@ -130,6 +134,11 @@ def run(cfg: BenchConfig) -> dict:
     unknown = set(cfg.figures) - FIGURES
     if unknown:
         raise UserError(f"unknown figures {sorted(unknown)} (figures: {', '.join(sorted(FIGURES))})")
+    from .bench_training import MODELS
+
+    if set(cfg.training_models) - set(MODELS):
+        raise UserError(f"unknown training_models {sorted(set(cfg.training_models) - set(MODELS))} "
+                        f"(models: {', '.join(MODELS)})")
     results: dict = {"machine": machine_info(), "device": str(device), "repeats": cfg.repeats,
                      "checkpoint": cfg.checkpoint or "shipped demo"}
     pipe = None
@@ -145,11 +154,19 @@ def run(cfg: BenchConfig) -> dict:
 
         results["preset"] = cfg.preset
         results["reconstruction"] = bench_reconstruction.measure(pipe, cfg.preset, device, cfg.repeats)
+    if "training" in cfg.figures:
+        from . import bench_training
+
+        results["training"] = bench_training.measure(list(cfg.training_models), device, cfg.repeats)
     write_json(cfg.out, results)
     for k, v in results.items():
         if not isinstance(v, dict):
             print(f"{k:>32s}: {v:.4g}" if isinstance(v, float) else f"{k:>32s}: {v}")
     if "reconstruction" in results:
         bench_reconstruction.print_table(results["reconstruction"])
+    if "training" in results:
+        from . import bench_training
+
+        bench_training.print_table(results["training"])
     print(f"results in {cfg.out}")
     return results

@@ -188,3 +188,15 @@ def test_forward_equals_the_concatenating_formulation(views):
     g_ref = torch.autograd.grad(feats.square().sum() + rgb.sum(), list(eft.parameters()))
     for a, b in zip(g_new, g_ref):  # the geometry is float32 by design: gradients agree to its precision
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_keeps_the_geometry_in_float32():
+    torch.manual_seed(0)
+    eft = EpipolarFeatureTransformer(**TINY).eval()
+    cams = ring(4)
+    imgs = torch.rand(3, 3, 32, 32)
+    ref = eft(imgs, cams[[0, 1, 2]], cams[[3]], size=(8, 8))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = eft(imgs, cams[[0, 1, 2]], cams[[3]], size=(8, 8))
+    assert low.features.shape == ref.features.shape
+    torch.testing.assert_close(low.rgb.float(), ref.rgb, atol=0.02, rtol=0)

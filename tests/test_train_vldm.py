@@ -108,3 +108,28 @@ def test_validation_loss_is_fixed_and_init_from_continues_the_model(setup, tmp_p
     assert {"val_diffusion", "val_rgb", "val_eft_psnr"} <= v1[2].keys()
     assert v2[0]["val_loss"] == pytest.approx(v1[2]["val_loss"], rel=1e-5)  # same weights, examples, t, noise
     assert v1[0]["val_loss"] != pytest.approx(v1[2]["val_loss"], rel=1e-5)  # and the figure moves with training
+
+
+def test_batches_of_several_sequences_and_bf16_train(setup, tmp_path):
+    # train.batch_size=2: examples with different numbers of contexts share one step (EFT per
+    # example, UNet batched); bf16 autocast runs (the EFT keeps its geometry in float32)
+    root, vae = setup
+    out = tmp_path / "b2"
+    # its own process: accelerate fixes the mixed precision once per process
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "pipelines", *_args(root, vae, out, "--steps", "2", "train.batch_size=2",
+                                                    "train.mixed_precision=bf16")]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["loss"] == r["loss"] for r in rows)  # finite, not NaN
+    from vldm.load import load_vldm
+
+    assert load_vldm(out).unet.config.in_channels == 4 + 16
+
+
+def test_a_batch_step_sees_every_example():
+    from scenes.training import collate_examples
+
+    assert collate_examples([{"a": 1}]) == {"a": 1}  # batch_size 1: the example itself, as before
+    assert collate_examples([{"a": 1}, {"a": 2}]) == [{"a": 1}, {"a": 2}]

@@ -211,7 +211,8 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
         w2_q, w2_pl, w2_dp, w2_f = w2.split([pl, pl, dp, cfg.d_model], dim=1)
         d = cfg.d_model
         feat_map = torch.einsum("vchw,dc->vdhw", feats.to(dtype), w1_f)  # (V, d, H/2, W/2)
-        s1 = sample_at_pixels(feat_map.to(uv_v.dtype), uv_v, H, W) + sample_at_pixels(context_images, uv_v, H, W) @ w1_rgb.T
+        feat_map = feat_map.to(torch.promote_types(feat_map.dtype, torch.float32))  # sampled at >= fp32 under autocast
+        s1 = sample_at_pixels(feat_map, uv_v, H, W) + sample_at_pixels(context_images, uv_v, H, W) @ w1_rgb.T
         s1 = s1.reshape(V, Q, Rn, S, d).transpose(0, 1)  # (Q, V, R, S, d)
         ref12 = ref_pl @ torch.cat([w1_pl, w2_pl]).T  # (Q, V, R, S, 2d)
         dep12 = depth_enc @ torch.cat([w1_dp, w2_dp]).T  # (Q, R, S, 2d)
