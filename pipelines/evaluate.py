@@ -63,6 +63,10 @@ class DataConfig:
     """Mask before resizing and keep edge pixels' partial coverage (see CO3DOptions.soft_masks); false is
     the benchmark's (implicitron's) order, whose edge pixels keep some background colour."""
 
+    def __post_init__(self):
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"data.image_size must be a positive number of pixels (or null), got {self.image_size}")
+
     def options(self) -> CO3DOptions:
         """Reader options of this config."""
         return CO3DOptions(self.crop, self.image_size, self.normalize, self.masked, self.soft_masks)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as Fnn
 
-from .cameras import Cameras
+from .cameras import Cameras, is_rotation
 from .errors import UnreadableImage, UserError
 from .io import read_image, read_json
 from .normalize import Similarity, normalization_for
@@ -43,6 +43,11 @@ class CO3DOptions:
     partial coverage, as a renderer with a black background draws it. False is implicitron's order
     (bilinear image, nearest mask, multiply after resizing), which leaves the background's colour in
     edge pixels: the benchmark convention."""
+
+    def __post_init__(self):
+        size = self.image_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise UserError(f"image size must be a positive number of pixels (or null for the native size), got {size!r}")
 
 
 @dataclass
@@ -194,6 +199,11 @@ class CO3DDataset:
             if vp is None:
                 raise UserError(f"frame {fr['sequence_name']}/{fr['frame_number']} has no viewpoint")
             h, w = fr["image"]["size"]
+            R = torch.tensor(vp["R"], dtype=torch.float64)
+            if R.shape != (3, 3) or not torch.isfinite(R).all() or not is_rotation(R, 1e-4).item():
+                det = torch.linalg.det(R).item() if R.shape == (3, 3) else float("nan")
+                raise UserError(f"sequence {fr['sequence_name']}, frame {fr['frame_number']}: viewpoint R is not a "
+                                f"rotation (det {det:.4f}; R must be a 3x3 orthonormal matrix with det 1)")
             cams.append(cameras_from_pytorch3d(
                 torch.tensor([vp["R"]], dtype=dtype), torch.tensor([vp["T"]], dtype=dtype),
                 torch.tensor([vp["focal_length"]], dtype=dtype),

@@ -89,6 +89,29 @@ def test_annotation_path_leaving_the_root_is_refused(sphere_root, tmp_path, caps
     _one_clear_line(capsys, _eval_args(sphere_root, tmp_path / "o"), "leaves the dataset root")
 
 
+@pytest.mark.parametrize("scale", [1.5, -1.0])  # a scaled matrix; a reflection (det -1)
+def test_annotation_whose_R_is_not_a_rotation_is_refused(sphere_root, tmp_path, capsys, scale):
+    ann_path = sphere_root / "toys/frame_annotations.jgz"
+    anns = json.loads(gzip.decompress(ann_path.read_bytes()))
+    bad = next(a for a in anns if a["sequence_name"] == "seq_1" and a["frame_number"] == 4)
+    bad["viewpoint"]["R"] = [[scale * x for x in row] for row in bad["viewpoint"]["R"]]
+    ann_path.write_bytes(gzip.compress(json.dumps(anns).encode()))
+    msg = "sequence seq_1, frame 4: viewpoint R is not a rotation"
+    _one_clear_line(capsys, _eval_args(sphere_root, tmp_path / "o"), msg)
+
+
+def test_negative_image_size_is_refused(sphere_root, tmp_path, capsys):
+    argv = _eval_args(sphere_root, tmp_path / "o")
+    argv[argv.index("--image-size") + 1] = "-8"
+    _one_clear_line(capsys, argv, "data.image_size must be a positive number of pixels")
+    _one_clear_line(capsys, _eval_args(sphere_root, tmp_path / "o", "data.image_size=0"), "data.image_size")
+    from scenes.co3d import CO3DOptions
+    from scenes.errors import UserError
+
+    with pytest.raises(UserError, match="image size must be a positive"):
+        CO3DOptions(image_size=-8)
+
+
 def _camera_file(path, R):
     K = [[50.0, 0, 32], [0, 50.0, 32], [0, 0, 1]]
     path.write_text(json.dumps({"frames": [
