@@ -59,7 +59,8 @@ class VLDMSampleMethod(_VLDMMethod):
         images, ctx, tgt = self._model_inputs(inputs, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)
         out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, sampler=self.sampler,
-                        guidance_scale=self.guidance, generator=g, clip_x0=self.clip_x0)
+                        guidance_scale=self.guidance, generator=g,
+                        **({} if self.clip_x0 is None else {"clip_x0": self.clip_x0}))  # None: the pipeline's default
         self.last_stats = {"unet_evaluations": self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)}
         return at_target_size(out.images, targets)
 

@@ -150,3 +150,20 @@ def test_clipped_ancestral_sampler_clips_the_predicted_x0():
     t = s.timesteps[0]
     out = s.step(torch.full_like(x, -1e3), t, x, generator=torch.Generator().manual_seed(0))
     assert out.pred_original_sample.abs().max() <= 10.0
+
+
+def test_sampling_from_t999_clips_x0_by_default():
+    """At t = 999 the cosine schedule's ᾱ is ~2e-9: x̂0 must be clipped or an ε error explodes (the default clip)."""
+    import inspect
+
+    from vldm.diffusion import SAMPLE_CLIP_X0, make_scheduler, sampler_from
+    from vldm.pipeline import VLDMPipeline
+
+    assert make_scheduler().alphas_cumprod[999] < 1e-8
+    assert inspect.signature(VLDMPipeline.__call__).parameters["clip_x0"].default == SAMPLE_CLIP_X0
+    ddim = sampler_from(make_scheduler(), "ddim", SAMPLE_CLIP_X0)
+    ddim.set_timesteps(25)
+    x = torch.zeros(1, 4, 2, 2)
+    eps = torch.full_like(x, -0.01)  # a tiny ε error at the first step
+    out = ddim.step(eps, ddim.timesteps[0], x).pred_original_sample
+    assert out.abs().max() <= SAMPLE_CLIP_X0 + 1e-6  # unclipped it would be ~0.01 / 5e-5 = 200

@@ -16,7 +16,7 @@ from torch import Tensor
 from scenes.cameras import Cameras, resize_views
 
 from .autoencoder import decode
-from .diffusion import sample_latents, sampler_from
+from .diffusion import SAMPLE_CLIP_X0, sample_latents, sampler_from
 from .eft import EpipolarFeatureTransformer
 
 
@@ -73,7 +73,8 @@ class VLDMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, context_images: Tensor, context_cameras: Cameras, query_cameras: Cameras,
                  num_inference_steps: int = 25, sampler: str = "ddim", guidance_scale: float = 1.0,
-                 generator: torch.Generator | None = None, chunk: int = 8, clip_x0: float | None = None) -> VLDMOutput:
+                 generator: torch.Generator | None = None, chunk: int = 8,
+                 clip_x0: float | None = SAMPLE_CLIP_X0) -> VLDMOutput:
         """Sample one image per query camera from context images (V, 3, H, W) in [0, 1] (x̂0 clipped to ±clip_x0)."""
         cond, rgb = self.condition(context_images, context_cameras, query_cameras, chunk)
         sched = sampler_from(self.scheduler, sampler, clip_x0)
