@@ -213,9 +213,6 @@ def _octant_sphere(cams):
     return (col * hit[..., None]).permute(0, 3, 1, 2).contiguous(), hit[:, None].float()
 
 
-@pytest.mark.xfail(strict=True, reason="open defect (issue 14): the EFT does not learn the input colours even when "
-                   "over-fitted on one scene with the query among the contexts; the projection test above passes, "
-                   "the cause is still being found. strict: this fails loudly once the defect is fixed")
 def test_overfit_tiny_eft_reproduces_an_input_views_colours():
     """Over-fitted on one scene painted two ways (same geometry, channels permuted), with the query among
     the contexts, the EFT redraws each painting at the input cameras: its colour comes from the inputs."""
