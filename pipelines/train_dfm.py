@@ -32,6 +32,7 @@ from .train_pixelnerf import check_injections
 from .evaluate import DataConfig
 from .runtime import output_dir
 from .trainer import TrainConfig, Trainer
+from .weights_init import init_from_model
 
 
 @dataclass
@@ -243,6 +244,8 @@ def run(cfg: TrainDFMConfig) -> dict:
     views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
                        frames_per_sample=cfg.frames_per_sample, contexts=(cfg.contexts_min + 1, cfg.contexts_max + 1),
                        cache=cfg.cache, seed=cfg.train.seed)
+    if cfg.train.init_from:  # after the warm start: a saved DFM's weights win
+        init_from_model(cfg.train.init_from, {"": model})
     trainer = Trainer(cfg.train, {"dfm": model}, out)
 
     def final(models, ema_models, folder):

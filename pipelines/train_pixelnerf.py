@@ -21,7 +21,8 @@ from scenes.training import TrainViews, cameras_of, collate_single, fixed_exampl
 from .config import save_config
 from .evaluate import DataConfig
 from .runtime import output_dir
-from .trainer import TrainConfig, Trainer, init_from_model
+from .trainer import TrainConfig, Trainer
+from .weights_init import init_from_model
 
 
 @dataclass

@@ -198,7 +198,7 @@ def run(cfg: TrainVAEConfig) -> dict:
     from scenes.training import FrameStore, TrainFrames, training_sequences
     from vldm.autoencoder import downsampling, fit_scaling_factor, small_vae
 
-    from .trainer import init_from_model
+    from .weights_init import init_from_model
 
     wall = time.perf_counter()
     d = cfg.data

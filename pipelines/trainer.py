@@ -36,10 +36,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from scenes.errors import UserError
-from scenes.io import write_bytes, write_json
+from scenes.io import write_json
 
 from .buffer_ema import BufferEMA
 from . import trackers
+from .lr_schedule import LR_SCHEDULES, lr_factor
+from .train_log import JsonLog, Window
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -103,48 +105,6 @@ def complete_checkpoints(out_dir: str | Path) -> list[Path]:
     found = [(int(m[1]), p) for p in out_dir.glob("checkpoint-*")
              if (m := _CHECKPOINT.match(p.name)) and (p / STATE_FILE).is_file()]
     return [p for _, p in sorted(found)]
-
-
-LR_SCHEDULES = ("constant", "cosine")
-
-
-def lr_factor(cfg: TrainConfig, step: int) -> float:
-    """The learning-rate multiplier at optimizer step ``step`` (0-based) of ``cfg.steps``."""
-    if cfg.lr_schedule == "constant":
-        return 1.0
-    progress = min(max(step / max(cfg.steps, 1), 0.0), 1.0)
-    return cfg.lr_min_ratio + (1.0 - cfg.lr_min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def init_from_model(folder: str | Path, parts: dict[str, nn.Module]) -> None:
-    """Copy the weights of a saved model folder into ``parts`` (subfolder name -> module; '' = the folder itself).
-
-    Weights only: each part's ``*.safetensors`` must match the module's parameters and buffers
-    exactly (same architecture), else one clear error names the first difference.
-    """
-    from safetensors.torch import load_file
-
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"train.init_from={str(folder)!r} is not a folder (give a saved model/ folder)")
-    for sub, module in parts.items():
-        where = root / sub if sub else root
-        files = sorted(where.glob("*.safetensors"))
-        if not files:
-            raise UserError(f"train.init_from: no *.safetensors weights in {where} (expected a saved model/ folder)")
-        state = {}
-        for f in files:
-            state.update(load_file(f))
-        own = module.state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        shapes = [k for k in own if k in state and own[k].shape != state[k].shape]
-        if missing or unexpected or shapes:
-            first = (f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}" if unexpected
-                     else f"{shapes[0]} is {tuple(state[shapes[0]].shape)}, the model's {tuple(own[shapes[0]].shape)}")
-            raise UserError(f"train.init_from: {where} holds another architecture than this config builds ({first}); "
-                            "use the config the model was trained with")
-        module.load_state_dict(state)
-    print(f"initialised from {root} (weights only)")
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -262,10 +222,10 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         self.out.mkdir(parents=True, exist_ok=True)
         start = self._resume()
-        log = _JsonLog(self.out / "log.jsonl", start if cfg.resume else 0, enabled=self.is_main)
+        log = JsonLog(self.out / "log.jsonl", start if cfg.resume else 0, enabled=self.is_main)
         trackers.start(acc, self.out)
         batches = self._batches(dataset, collate_fn, start * cfg.grad_accum)
-        window, t_start, last = _Window(acc.device), time.perf_counter(), {}
+        window, t_start, last = Window(acc.device), time.perf_counter(), {}
         images_total = 0
         bar = tqdm(total=cfg.steps, initial=start, desc=f"train {self.out.name}", unit="step",
                    disable=not self.is_main, dynamic_ncols=True)
@@ -379,7 +339,7 @@ class Trainer:
         raise TrainingDiverged(f"loss is {value} at step {self.step + 1}: training stopped; {where}")
 
     def _set_lr(self) -> None:
-        factor = lr_factor(self.cfg, self.step)
+        factor = lr_factor(self.cfg.lr_schedule, self.cfg.lr_min_ratio, self.cfg.steps, self.step)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
 
@@ -482,60 +442,3 @@ class Trainer:
                 raise UserError(f"{file} holds {len(shadow)} tensors, the model has {len(ema.shadow_params)}")
             ema.load_state_dict({**scalars[n], "shadow_params": [shadow[str(i)] for i in range(len(shadow))]})
             self.ema_buffers[n].load(path / f"ema_buffers_{n}.safetensors")
-
-
-class _Window:
-    """Sums of the losses and logs since the last log line."""
-
-    def __init__(self, device):
-        self.device = device
-        self.reset()
-
-    def reset(self) -> None:
-        self.loss, self.count, self.images, self.extra, self.t0 = 0.0, 0, 0, {}, time.perf_counter()
-
-    def add(self, loss: torch.Tensor, out: dict, images: int) -> None:
-        self.loss = self.loss + loss.detach().float()
-        self.count += 1
-        self.images += images
-        for k, v in out.items():
-            if k not in ("loss", "images") and (isinstance(v, (int, float)) or (torch.is_tensor(v) and v.numel() == 1)):
-                self.extra[k] = self.extra.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else float(v))
-
-    def flush(self, acc, step: int, lr: float, seconds: float) -> dict:
-        """One log row: mean loss over processes, images/s over processes, this process's other logs."""
-        stats = torch.stack([torch.as_tensor(self.loss, dtype=torch.float32, device=self.device).reshape(()),
-                             torch.tensor(float(self.count), device=self.device),
-                             torch.tensor(float(self.images), device=self.device)])
-        if acc.num_processes > 1:
-            stats = acc.reduce(stats, "sum")
-        loss, count, images = stats.tolist()
-        elapsed = max(time.perf_counter() - self.t0, 1e-9)
-        row = {"step": step, "loss": loss / max(count, 1), "lr": lr, "images_per_s": images / elapsed,
-               "seconds": round(seconds, 3)}
-        row.update({k: float(v) / max(self.count, 1) for k, v in self.extra.items()})
-        self.reset()
-        return row
-
-
-class _JsonLog:
-    """``log.jsonl`` on the main process: truncated on a fresh run, cut back to the step on a resume."""
-
-    def __init__(self, path: Path, keep_until: int, enabled: bool):
-        self.path, self.enabled = path, enabled
-        if not enabled:
-            return
-        kept = []
-        if keep_until and path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line).get("step", 0) <= keep_until:
-                        kept.append(line)
-                except ValueError:
-                    continue  # a line cut by a kill
-        write_bytes(path, "".join(line + "\n" for line in kept).encode())
-
-    def write(self, row: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row) + "\n")

@@ -13,7 +13,9 @@ from torch import nn
 from scenes.errors import UserError
 from trainer_fixtures import Points, linear, step_fn
 
-from pipelines.trainer import TrainConfig, Trainer, init_from_model, lr_factor
+from pipelines.lr_schedule import lr_factor
+from pipelines.trainer import TrainConfig, Trainer
+from pipelines.weights_init import init_from_model
 
 
 def _save(module: nn.Module, folder) -> None:
@@ -46,12 +48,11 @@ def test_init_from_the_folder_itself_and_clear_errors(tmp_path):
 
 
 def test_cosine_lr_factor_endpoints_and_middle():
-    cfg = TrainConfig(steps=100, lr_schedule="cosine", lr_min_ratio=0.1)
-    assert lr_factor(cfg, 0) == pytest.approx(1.0)
-    assert lr_factor(cfg, 50) == pytest.approx(0.1 + 0.9 * 0.5)
-    assert lr_factor(cfg, 100) == pytest.approx(0.1)
-    assert lr_factor(cfg, 25) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
-    assert lr_factor(TrainConfig(steps=100), 70) == 1.0
+    assert lr_factor("cosine", 0.1, 100, 0) == pytest.approx(1.0)
+    assert lr_factor("cosine", 0.1, 100, 50) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor("cosine", 0.1, 100, 100) == pytest.approx(0.1)
+    assert lr_factor("cosine", 0.1, 100, 25) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_factor("constant", 0.1, 100, 70) == 1.0
 
 
 def test_cosine_schedule_reaches_the_optimizer_and_logs(tmp_path):
