@@ -120,6 +120,18 @@ def silhouette_iou(pred_silhouette: Tensor, mask: Tensor, valid: Tensor | None =
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
+def silhouette_area_ratio(pred_silhouette: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Predicted silhouette area over the gt mask's (> 0.5), both inside the valid region -> (B,).
+
+    1 means the right size; a sample that shrinks the object scores below 1. An empty gt counts as
+    one pixel, so the ratio stays finite.
+    """
+    gt = mask > MASK_THRESHOLD
+    inside = torch.ones_like(gt) if valid is None else valid > 0.5
+    pred_area = (pred_silhouette & inside).flatten(1).sum(1).float()
+    return pred_area / (gt & inside).flatten(1).sum(1).float().clamp_min(1)
+
+
 def ssim(pred: Tensor, gt: Tensor) -> Tensor:
     """SSIM, Gaussian window 11, sigma 1.5, data range 1: (B,3,H,W), (B,3,H,W) -> (B,).
 
@@ -218,7 +230,7 @@ class MetricSuite:
 
     def availability(self) -> dict[str, str]:
         """Metric name -> "ok" or the reason it cannot be computed."""
-        out = {"psnr": "ok", "psnr_fg": "ok", "ssim": "ok", "silhouette_iou": "ok"}
+        out = {"psnr": "ok", "psnr_fg": "ok", "ssim": "ok", "silhouette_iou": "ok", "silhouette_area": "ok"}
         lp = self._lpips_reason()
         out["lpips"] = lp or "ok"
         if self.lpips_backbone_random:
@@ -254,8 +266,10 @@ class MetricSuite:
         opacity = None if opacity is None else opacity.to(self.device, torch.float32)
         out: dict[str, Tensor | Unavailable] = {
             "psnr": psnr(pred, gt, valid), "psnr_fg": psnr_fg(pred, gt, mask), "ssim": ssim(pred, gt),
-            "silhouette_iou": silhouette_iou(silhouette(pred, opacity), mask, valid),
         }
+        sil = silhouette(pred, opacity)
+        out["silhouette_iou"] = silhouette_iou(sil, mask, valid)
+        out["silhouette_area"] = silhouette_area_ratio(sil, mask, valid)
         reason = self._lpips_reason()
         if reason is None or self.lpips_backbone_random:
             value = self._lpips_model()(pred * 2 - 1, gt * 2 - 1).flatten()
@@ -346,6 +360,6 @@ def summarize(rows: list[dict]) -> dict:
 
 
 __all__ = [
-    "Unavailable", "MetricSuite", "psnr", "psnr_fg", "ssim", "silhouette", "silhouette_iou", "summarize", "to_jsonable", "mask_on_black",
+    "Unavailable", "MetricSuite", "psnr", "psnr_fg", "ssim", "silhouette", "silhouette_area_ratio", "silhouette_iou", "summarize", "to_jsonable", "mask_on_black",
     "checkpoint_dir", "lpips_weights_path", "inception_weights_path", "LPIPS_RANDOM_KEY",
 ]

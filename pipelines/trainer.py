@@ -344,17 +344,24 @@ class Trainer:
             group["lr"] = base * factor
 
     def _validate(self, val_fn, log) -> None:
-        """The fixed validation loss on the main process, logged as one ``val_*`` row."""
+        """The fixed validation loss on the main process, logged as one ``val_*`` row.
+
+        With EMA, the row also holds ``val_ema_*``: the same loss of the EMA weights, the ones a
+        run saves (the live weights' loss is the one to compare runs by, per example seen).
+        """
         values = {}
         self._sample(lambda models, step: values.update(val_fn(models)))
+        if self.is_main and self.ema:
+            self._sample(lambda models, step: values.update({f"ema_{k}": v for k, v in val_fn(models).items()}),
+                         self.ema_models())
         if self.is_main:
             row = {"step": self.step, **{f"val_{k}": float(v) for k, v in values.items()}}
             log.write(row)
             trackers.log_row(self.accelerator, row)
 
-    def _sample(self, sample_fn) -> None:
+    def _sample(self, sample_fn, models: dict[str, nn.Module] | None = None) -> None:
         if self.is_main:
-            models = self.unwrapped
+            models = self.unwrapped if models is None else models
             for n in self.trainable:
                 models[n].eval()
             devices = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []

@@ -160,6 +160,20 @@ def test_silhouette_iou_of_an_image_is_any_channel_above_a_tenth():
     assert M.silhouette_iou(M.silhouette(torch.zeros(1, 3, 2, 3)), empty).tolist() == [1.0]  # both empty
 
 
+def test_silhouette_area_ratio_by_hand():
+    mask, valid = _sil_case()
+    opacity = torch.tensor([[0.9, 0.6, 0.2], [0.5, 0.7, 0.0]]).reshape(1, 1, 2, 3)
+    sil = M.silhouette(torch.zeros(1, 3, 2, 3), opacity)  # [[1, 1, 0], [0, 1, 0]]
+    # valid region: predicted 3 pixels, gt mask {(0,0), (0,2), (1,1)} = 3 -> 1; without it gt has 4
+    assert M.silhouette_area_ratio(sil, mask, valid).tolist() == [1.0]
+    assert M.silhouette_area_ratio(sil, mask).tolist() == [pytest.approx(3 / 4)]
+    shrunk = torch.zeros_like(sil)
+    shrunk[0, 0, 0, 0] = True
+    assert M.silhouette_area_ratio(shrunk, mask, valid).tolist() == [pytest.approx(1 / 3)]
+    empty = torch.zeros(1, 1, 2, 3)
+    assert M.silhouette_area_ratio(shrunk, empty).tolist() == [1.0]  # no gt: the predicted pixel count, over 1
+
+
 def test_metric_suite_uses_opacity_when_a_method_renders_it(no_weights):
     def big(x):  # the 2x3 case in the corner of a 16x16 image (SSIM needs the room) whose rest is not valid
         return F.pad(x, (0, 13, 0, 14))
@@ -172,6 +186,7 @@ def test_metric_suite_uses_opacity_when_a_method_renders_it(no_weights):
     assert suite.per_image(white, gt, mask, valid)["silhouette_iou"].tolist() == [pytest.approx(3 / 5)]
     assert suite.per_image(white, gt, mask, valid, opacity)["silhouette_iou"].tolist() == [0.5]
     assert suite.availability()["silhouette_iou"] == "ok"
+    assert suite.per_image(white, gt, mask, valid, opacity)["silhouette_area"].tolist() == [1.0]
 
 
 # ---- LPIPS --------------------------------------------------------------------------------

@@ -118,6 +118,19 @@ def test_ema_is_saved_in_checkpoints_and_differs_from_raw(tmp_path):
     assert state["ema"]["net"]["optimization_step"] == 4
 
 
+def test_validation_rows_hold_the_live_and_the_ema_weights_loss(tmp_path):
+    out = tmp_path / "run"
+    trainer = Trainer(_cfg(steps=4, ema=True, ema_decay=0.9, val_every=2, save_every=0), {"net": linear()}, out)
+    weight = lambda models: {"w": float(models["net"].weight.sum())}  # noqa: E731  a "loss" that shows the weights
+    trainer.fit(Points(), step_fn(), val_fn=weight)
+    rows = [r for r in _log(out) if "val_w" in r]
+    assert [r["step"] for r in rows] == [0, 2, 4]
+    assert rows[-1]["val_w"] == pytest.approx(float(trainer.unwrapped["net"].weight.sum()))
+    assert rows[-1]["val_ema_w"] == pytest.approx(float(trainer.ema["net"].shadow_params[0].sum()))
+    assert rows[-1]["val_ema_w"] != pytest.approx(rows[-1]["val_w"])
+    assert rows[0]["val_ema_w"] == pytest.approx(rows[0]["val_w"])  # before the first step they are one model
+
+
 def test_ema_model_carries_an_ema_of_the_buffers_not_the_live_ones(tmp_path):
     """BatchNorm running statistics: the saved EMA model gets their average at the EMA's decay."""
     from pipelines.buffer_ema import BufferEMA
