@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         if cmd.plan is not None and os.environ.get("RANK", "0") == "0":
             print(cmd.plan(cfg, preset, args.config is None), flush=True)
         cmd.run(cfg)
+        from .processes import end_process_group
+
+        end_process_group()
     except UserError as err:
         print(f"sparsefusion {cmd.name}: error: {err}", file=sys.stderr)
         return 2

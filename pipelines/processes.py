@@ -46,6 +46,19 @@ class Processes:
             self._state.wait_for_everyone()
 
 
+def end_process_group() -> None:
+    """Leave the process group cleanly once every process is done (no-op when none was joined).
+
+    A process that exits with its gloo group still alive can abort in the group's destructor
+    ("terminate called without an active exception") and fail the whole torchrun launch.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def launched_processes() -> int:
     """How many processes the launcher started (WORLD_SIZE; 1 when run directly)."""
     return int(os.environ.get("WORLD_SIZE", "1"))

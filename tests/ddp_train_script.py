@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer_fixtures import Points, linear, step_fn  # noqa: E402
 
+from pipelines.processes import end_process_group  # noqa: E402
 from pipelines.trainer import TrainConfig, Trainer  # noqa: E402
 
 
@@ -33,6 +34,7 @@ def main(out: str) -> None:
         "hash": hashlib.sha256(weights).hexdigest(), "seen": seen, "steps": result["steps"],
         "num_processes": trainer.accelerator.num_processes, "distributed": str(trainer.accelerator.distributed_type),
     }))
+    end_process_group()
 
 
 if __name__ == "__main__":
