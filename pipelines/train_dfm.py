@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from scenes.co3d import CO3DDataset
 from scenes.errors import CheckpointMissing, UserError
 from scenes.io import write_image
-from scenes.training import TrainViews, cameras_of, collate_single
+from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
 
 from .config import save_config
 from .train_pixelnerf import check_injections
@@ -94,6 +94,12 @@ class TrainDFMConfig:
     """Weight of LPIPS-VGG on the patches (off, with one line, when its weights are missing)."""
     cond_drop: float = 0.0
     """Probability of filling an example's contexts with grey (enables guidance at sampling time; official RE10k: 0.1)."""
+    val_subset: str = "fewview_dev"
+    """Set list of the fixed validation examples (``train.val_every``)."""
+    val_split: str = "test"
+    """Part of the validation set list."""
+    val_examples: int = 8
+    """Fixed validation examples (full renders of their first target at fixed t and noise)."""
     min_frames: int = 11
     """Sequences with fewer frames are not used."""
     frames_per_sample: int = 20
@@ -196,6 +202,46 @@ def make_step(cfg: TrainDFMConfig, scheduler, perceptual):
     return step
 
 
+VAL_TIMESTEPS = (100, 500, 900)  # the fixed validation examples cycle through these noise levels
+
+
+def make_val(examples: list[dict], scheduler):
+    """The fixed validation figures of DFM at fixed t and noise, full renders of each example's first target.
+
+    ``rgb``: L2 in [-1, 1] of x̂0 (the training loss, on the whole image); ``cond``: the same of the
+    deterministic context-only render; ``silhouette_area``: the x̂0 render's opacity > 0.5 area over
+    the true mask's (1 is right; a model whose samples shrink the object drifts below 1).
+    """
+    from .metrics import silhouette, silhouette_area_ratio
+
+    def val(models):
+        net = models["dfm"]
+        dev = net.device
+        g = torch.Generator().manual_seed(0)
+        sums = {"rgb": 0.0, "cond": 0.0, "silhouette_area": 0.0}
+        for i, ex in enumerate(examples):
+            cams = cameras_of(ex, "context").to(dev)
+            v = cams.R.shape[0] - 1  # as in training: the last "context" is the second target
+            target = cameras_of(ex, "query").to(dev)
+            gt = ex["query_image"]  # (1, 3, H, W)
+            _, _, H, W = gt.shape
+            t = torch.tensor([VAL_TIMESTEPS[i % len(VAL_TIMESTEPS)]])
+            x_t = scheduler.add_noise(gt * 2 - 1, torch.randn(gt.shape, generator=g), t)
+            o, d = target.rays()  # (1, H, W, 3)
+            torch.manual_seed(i)  # the importance samples (the trainer restores the random state after)
+            x0, cond = net(ex["context_images"][:v].to(dev), cams[list(range(v))], x_t.to(dev), t.to(dev), target,
+                           o.reshape(-1, 3), d.reshape(-1, 3))
+            pred = x0.rgb.float().cpu().T.reshape(1, 3, H, W)
+            opacity = x0.opacity.float().cpu().T.reshape(1, 1, H, W)
+            sums["rgb"] += F.mse_loss(pred * 2 - 1, gt * 2 - 1).item()
+            sums["cond"] += F.mse_loss(cond.rgb.float().cpu() * 2 - 1, gt * 2 - 1).item()
+            sums["silhouette_area"] += silhouette_area_ratio(silhouette(pred, opacity), ex["query_mask"],
+                                                             ex["query_valid"]).item()
+        return {k: v / len(examples) for k, v in sums.items()}
+
+    return val
+
+
 def make_sampler(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
     """Periodic sample grids: per row two contexts, ground truth, a ``steps``-step DDIM sample."""
     from baselines.dfm_sampling import sample_oneshot
@@ -251,8 +297,14 @@ def run(cfg: TrainDFMConfig) -> dict:
     def final(models, ema_models, folder):
         (ema_models or models)["dfm"].save_pretrained(Path(folder) / "model")
 
+    val_fn = None
+    if cfg.train.val_every and trainer.is_main:
+        val_fn = make_val(fixed_examples(ds, cfg.val_subset, cfg.val_split, cfg.data.options(), cfg.val_examples,
+                                         cfg.min_frames, cfg.frames_per_sample,
+                                         (cfg.contexts_min + 1, cfg.contexts_max + 1), cfg.train.seed),
+                          model.scheduler)
     sampler = make_sampler(views, out) if cfg.train.sample_every else None
     step = make_step(cfg, model.scheduler, _perceptual(cfg))
-    result = trainer.fit(views, step, collate_fn=collate_single, sample_fn=sampler, final_fn=final)
+    result = trainer.fit(views, step, collate_fn=collate_single, sample_fn=sampler, final_fn=final, val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

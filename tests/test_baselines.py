@@ -131,7 +131,9 @@ def data(tmp_path_factory):
 
 
 def _log_steps(out):
-    return [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    """The steps of the training rows in a run's log (validation rows carry ``val_*`` keys, no ``loss``)."""
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +145,8 @@ def trained(data, tmp_path_factory):
     assert main(["train-pixelnerf", "--config", "tiny", "--data", str(data), "--out", str(pn), "--steps", "4",
                  "--resume", "latest"]) == 0
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "2",
-                 "--warm-start", str(pn), "train.sample_every=2"]) == 0
+                 "--warm-start", str(pn), "train.sample_every=2", "train.val_every=2", "train.ema=true", "val_subset=fewview_train",
+                 "val_split=train", "val_examples=2"]) == 0
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "4",
                  "--resume", "latest"]) == 0
     return pn, dfm
@@ -158,6 +161,10 @@ def test_training_resumes_and_saves_loadable_models(trained):
         state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
         assert state["step"] == 4
     assert (dfm / "samples" / "step-0000002.png").is_file()
+    val = [json.loads(line) for line in (dfm / "log.jsonl").read_text().splitlines() if "val_rgb" in line]
+    assert [r["step"] for r in val] == [0, 2]  # the fixed validation rows, live and EMA weights
+    assert all({"val_cond", "val_silhouette_area", "val_ema_rgb"} <= r.keys() for r in val)
+    assert val[0]["val_rgb"] != val[1]["val_rgb"] and all(r["val_silhouette_area"] >= 0 for r in val)
     assert load_pixelnerf(pn).config.width == 16
     assert load_dfm(dfm).config.render_features == 8
 
