@@ -59,16 +59,17 @@ def test_every_relative_link_and_image_in_the_docs_exists():
     assert not {k: v for k, v in broken.items() if v}
 
 
-def test_the_checker_reports_a_missing_file_and_a_missing_heading(tmp_path, monkeypatch):
-    monkeypatch.setitem(globals(), "REPO", tmp_path)
-    (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "a.png").write_bytes(b"")
-    (tmp_path / "other.md").write_text("# Other page\n\n## The demo: `make demo`\n")
-    page = tmp_path / "page.md"
+def test_the_checker_reports_a_missing_file_a_missing_heading_and_a_file_outside(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    monkeypatch.setitem(globals(), "REPO", repo)
+    (repo / "images").mkdir(parents=True)
+    (repo / "images" / "a.png").write_bytes(b"")
+    (repo / "other.md").write_text("# Other page\n\n## The demo: `make demo`\n")
+    (tmp_path / "outside.md").write_text("")
+    page = repo / "page.md"
     page.write_text("![a](images/a.png) ![b](images/b.png) [x](other.md#the-demo-make-demo)\n"
                     "[y](other.md#no-such-heading) [z](https://example.org/x) `[c](code.md)`\n"
                     "[out](../outside.md)\n\n```\n[d](fenced.md)\n```\n")
-    (tmp_path.parent / "outside.md").write_text("")
     assert broken_links(page) == ["images/b.png", "other.md#no-such-heading", "../outside.md"]
 
 
