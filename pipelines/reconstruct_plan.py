@@ -17,7 +17,7 @@ import torch
 DEFAULT_PRESET = {"cpu": "fast", "cuda": "paper"}
 
 # Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from
-# `make bench` on a quiet machine (README); demo, sds and paper from `sparsefusion bench
+# `make bench` on a quiet machine (docs/benchmarks.md); demo, sds and paper from `sparsefusion bench
 # figures=[reconstruction] preset=<name>` on the same machine under load, scaled by fast's
 # loaded/quiet ratio (2.7×). Rough by design: the progress bar gives the real ETA.
 CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.62, 0.65), "demo": (0.62, 0.75), "sds": (0.62, 0.75),

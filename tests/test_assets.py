@@ -25,7 +25,7 @@ def test_shipped_files_are_found_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert ROOT == REPO  # a source tree: the repository's own folders
     assert preset_path("reconstruct", "fast") == shipped("configs", "reconstruct", "fast.yaml")
-    assert preset_path("reconstruct", "configs/reconstruct/fast.yaml").is_file()  # a path as the README writes it
+    assert preset_path("reconstruct", "configs/reconstruct/fast.yaml").is_file()  # a path as the docs write them (docs/fidelity.md)
     vae = resolve("checkpoints/demo/vae/model")
     assert vae.is_absolute() and (vae / "config.json").is_file()
     assert load_vae("checkpoints/demo/vae/model").config.latent_channels > 0  # what the train-vldm presets name
