@@ -19,10 +19,10 @@ from typing import Callable
 
 import torch
 
-from scenes.cameras import intrinsics_from_fov, look_at
 from scenes.errors import UserError
 from scenes.io import write_json
 
+from .bench_cameras import ring_cameras
 from .runtime import machine_info, resolve_device
 
 
@@ -69,19 +69,12 @@ def median_seconds(fn: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _ring(n: int, size: int, device):
-    a = torch.arange(n, dtype=torch.float32) * 6.2831853 / n
-    eye = 3.0 * torch.stack([a.cos() * 0.9, a.sin() * 0.9, torch.full_like(a, 0.42)], -1)
-    cams = look_at(eye, torch.zeros(3), torch.tensor([0.0, 0, 1]), intrinsics_from_fov(42.0, size, size), size, size)
-    return cams.to(device)
-
-
 def _vldm_figures(cfg: BenchConfig, pipe, device, results: dict) -> None:
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss
 
     size = pipe.image_size
-    cams = _ring(cfg.views + 1, size, device)
+    cams = ring_cameras(cfg.views + 1, size, device)
     ctx, query = cams[list(range(cfg.views))], cams[[cfg.views]]
     imgs = torch.rand(cfg.views, 3, size, size, device=device)
     results["image_size"] = size

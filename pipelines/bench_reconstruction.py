@@ -44,9 +44,9 @@ from distill.sampler import make_sampler
 from scenes.co3d import Views
 from scenes.errors import UserError
 
-from .bench import _ring
+from .bench_cameras import ring_cameras
 from .config import load_config, preset_path
-from .metrics import _load_lpips, lpips_weights_missing, perceptual_loss
+from .metrics import load_lpips, lpips_weights_missing, perceptual_loss
 
 COMPONENTS = {"field": "field fwd+bwd", "rendering": "rendering", "unet": "UNet", "vae": "VAE",
               "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT prepare (once)"}
@@ -165,7 +165,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     d = replace(cfg.distill, mode="sds" if cfg.mode == "sds" else "multistep")
     multistep = d.mode == "multistep"
     size, views_n, B = pipe.image_size, 2, d.views_per_step
-    cams = _ring(views_n, size, device)
+    cams = ring_cameras(views_n, size, device)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(views_n, 3, size, size, generator=g).to(device)  # (V, 3, H, W)
     masks = (torch.rand(views_n, 1, size, size, generator=g) > 0.5).float().to(device)
@@ -237,7 +237,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     else:  # SDS back-propagates through the encoder every fusion step
         fns["vae_encode"] = timed(lambda: encode(pipe.vae, leaf).float().sum().backward())
     if uses_lpips:  # the loop's LPIPS, or the same network with random weights (timing only)
-        net = None if in_loop else _load_lpips("vgg", device, random_backbone=True)
+        net = None if in_loop else load_lpips("vgg", device, random_backbone=True)
         lp = in_loop or (lambda a, b: net(a, b, normalize=True).flatten())
         fns["lpips"] = timed(lambda: lp(leaf, renders).float().sum().backward())
     unet0 = teacher.unet_evaluations

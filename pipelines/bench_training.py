@@ -42,9 +42,9 @@ CONTEXTS = {"vldm": 3, "pixelnerf": 2, "dfm": 3}  # the middle of each demo pres
 
 def _example(views: int, size: int, device) -> dict:
     """A training example as :class:`scenes.training.TrainViews` gives it: ``views`` contexts + 1 query."""
-    from .bench import _ring
+    from .bench_cameras import ring_cameras
 
-    cams = _ring(views + 1, size, device)
+    cams = ring_cameras(views + 1, size, device)
     g = torch.Generator().manual_seed(0)
     out = {"sequence": "bench", "height": size, "width": size}
     for prefix, plural, sl in (("context", "s", slice(0, views)), ("query", "", slice(views, views + 1))):

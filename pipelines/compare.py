@@ -21,7 +21,8 @@ from scenes.io import write_image, write_json
 from scenes.normalize import circle_path
 from scenes.splits import EvalScene
 
-from .evaluate import DataConfig, EvaluateConfig, _scalars, evaluate, markdown_table, read_predictions
+from .data_config import DataConfig
+from .evaluate import EvaluateConfig, scalar_metrics, evaluate, markdown_table, read_predictions
 from .methods import Method, available_methods
 from .metrics import Unavailable, summarize, to_jsonable
 from .processes import processes
@@ -142,7 +143,7 @@ def _pooled(method: str, per_cat: dict[str, dict]) -> dict:
     rows = [r for s in per_cat.values() for r in s["per_scene"]]
     reason = "FID/KID are computed per category (see the per-category table)"
     first = next(iter(per_cat.values()))
-    return {"method": method, "scenes": len(rows), "mean": to_jsonable(summarize([_scalars(r) for r in rows])),
+    return {"method": method, "scenes": len(rows), "mean": to_jsonable(summarize([scalar_metrics(r) for r in rows])),
             "set": {"fid": Unavailable(reason).to_json(), "kid": Unavailable(reason).to_json()},
             "availability": first["availability"], "per_scene": rows}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from scenes.synthetic import parse_objects
 
 from .compare import CompareConfig, compare
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .make_dataset import MakeDatasetConfig
 from .make_dataset import run as make_dataset
 from .runtime import output_dir

@@ -22,7 +22,7 @@ from scenes.errors import UserError
 from scenes.io import write_image
 from scenes.splits import eval_scenes, eval_sequences
 
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .methods import MethodContext
 from .runtime import resolve_device
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .figures import scenes_of
 from .metrics import psnr, psnr_fg
 

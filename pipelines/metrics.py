@@ -154,7 +154,7 @@ def ssim(pred: Tensor, gt: Tensor) -> Tensor:
     return s.flatten(1).mean(1)
 
 
-def _load_lpips(net: str, device, random_backbone: bool):
+def load_lpips(net: str, device, random_backbone: bool):
     """LPIPS model built without any download; backbone from the local file unless random."""
     import lpips
 
@@ -182,7 +182,7 @@ def perceptual_loss(net: str = "vgg", device="cpu") -> tuple[object | None, str]
     missing = lpips_weights_missing(net)
     if missing:
         return None, f"{missing}; the perceptual term is off"
-    model = _load_lpips(net, device, random_backbone=False)
+    model = load_lpips(net, device, random_backbone=False)
     return (lambda a, b: model(a, b, normalize=True).flatten()), "ok"
 
 
@@ -247,7 +247,7 @@ class MetricSuite:
     # ---- per image ----------------------------------------------------------------------
     def _lpips_model(self):
         if self._lpips is None:
-            self._lpips = _load_lpips(self.lpips_net, self.device, self.lpips_backbone_random)
+            self._lpips = load_lpips(self.lpips_net, self.device, self.lpips_backbone_random)
         return self._lpips
 
     @torch.no_grad()

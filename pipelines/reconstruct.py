@@ -29,7 +29,7 @@ from scenes.render import BOX_HALF_SIZE
 from scenes.splits import eval_scenes, eval_sequences
 
 from .config import save_config
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .fit import FitResult, FitSceneConfig, fit_scene
 from .metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
 from .processes import processes

@@ -19,7 +19,7 @@ from scenes.cameras import Cameras
 from scenes.co3d import Views
 
 from .config import load_config, preset_path
-from .methods import MethodContext, register
+from .method_api import MethodContext, register
 
 PRESETS = {"sparsefusion": "demo", "sparsefusion-fast": "fast", "sparsefusion-sds": "sds",
            "sparsefusion-paper": "paper"}

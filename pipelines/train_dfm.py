@@ -29,7 +29,7 @@ from scenes.training import TrainViews, cameras_of, collate_single, fixed_exampl
 
 from .config import save_config
 from .train_pixelnerf import check_injections
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .runtime import output_dir
 from .trainer import TrainConfig, Trainer
 from .weights_init import init_from_model

@@ -19,7 +19,7 @@ from scenes.io import write_image
 from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
 
 from .config import save_config
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .runtime import output_dir
 from .trainer import TrainConfig, Trainer
 from .weights_init import init_from_model

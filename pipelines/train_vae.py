@@ -23,7 +23,7 @@ from scenes.errors import UserError
 from scenes.io import set_usual_mode, write_json
 
 from .config import save_config
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .runtime import machine_info, output_dir
 from .trainer import TrainConfig, Trainer
 
@@ -85,14 +85,14 @@ class VAEWithKL(nn.Module):
 
 def perceptual_loss(weight: float):
     """LPIPS-VGG when its weights are here, else None and the reason (nothing is downloaded)."""
-    from .metrics import _load_lpips, lpips_weights_path
+    from .metrics import load_lpips, lpips_weights_path
 
     if weight <= 0:
         return None, "off (lpips_weight = 0)"
     path = lpips_weights_path("vgg")
     if not path.is_file():
         return None, f"unavailable: VGG-16 weights not found at {path}"
-    return _load_lpips("vgg", "cpu", random_backbone=False), "used"
+    return load_lpips("vgg", "cpu", random_backbone=False), "used"
 
 
 def make_step(cfg: TrainVAEConfig, lpips=None):

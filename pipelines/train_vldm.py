@@ -21,7 +21,7 @@ from scenes.losses import pseudo_huber
 from scenes.training import TrainViews, cameras_of, collate_examples, fixed_examples
 
 from .config import save_config
-from .evaluate import DataConfig
+from .data_config import DataConfig
 from .runtime import output_dir
 from .trainer import TrainConfig, Trainer
 from .weights_init import init_from_model

@@ -13,7 +13,7 @@ from torch import Tensor
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
-from .methods import MethodContext, at_target_size, register
+from .method_api import MethodContext, at_target_size, register
 
 
 class _VLDMMethod:
