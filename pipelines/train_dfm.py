@@ -31,7 +31,8 @@ from .config import save_config
 from .train_pixelnerf import check_injections
 from .data_config import DataConfig
 from .runtime import output_dir
-from .trainer import TrainConfig, Trainer
+from .train_config import TrainConfig
+from .trainer import Trainer
 from .weights_init import init_from_model
 
 

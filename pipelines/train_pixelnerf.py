@@ -21,7 +21,8 @@ from scenes.training import TrainViews, cameras_of, collate_single, fixed_exampl
 from .config import save_config
 from .data_config import DataConfig
 from .runtime import output_dir
-from .trainer import TrainConfig, Trainer
+from .train_config import TrainConfig
+from .trainer import Trainer
 from .weights_init import init_from_model
 
 

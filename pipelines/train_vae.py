@@ -25,7 +25,8 @@ from scenes.io import set_usual_mode, write_json
 from .config import save_config
 from .data_config import DataConfig
 from .runtime import machine_info, output_dir
-from .trainer import TrainConfig, Trainer
+from .train_config import TrainConfig
+from .trainer import Trainer
 
 
 @dataclass

@@ -96,3 +96,13 @@ def test_no_import_cycles_between_the_projects_modules():
 
 def test_no_private_names_imported_across_modules():
     assert _graph()[1] == []
+
+
+def test_no_module_over_the_size_limit_without_a_reason():
+    """~400 lines per module, unless its docstring says why (``size:`` in it)."""
+    over = []
+    for name, file in _modules().items():
+        text = file.read_text()
+        if text.count("\n") > 420 and "size:" not in (ast.get_docstring(ast.parse(text)) or ""):
+            over.append(f"{name} ({text.count(chr(10))} lines)")
+    assert over == []

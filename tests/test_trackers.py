@@ -12,7 +12,8 @@ from scenes.io import write_image
 from trainer_fixtures import Points, linear, step_fn
 
 import pipelines.trackers as trackers
-from pipelines.trainer import TrainConfig, Trainer
+from pipelines.train_config import TrainConfig
+from pipelines.trainer import Trainer
 
 
 def _cfg(**kw) -> TrainConfig:

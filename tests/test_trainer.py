@@ -16,7 +16,8 @@ from safetensors.torch import load_file
 from scenes.errors import UserError
 from trainer_fixtures import Points, linear, step_fn
 
-from pipelines.trainer import TrainConfig, Trainer, TrainingDiverged, complete_checkpoints, epoch_order
+from pipelines.train_config import TrainConfig
+from pipelines.trainer import Trainer, TrainingDiverged, complete_checkpoints, epoch_order
 
 
 def _cfg(**kw) -> TrainConfig:

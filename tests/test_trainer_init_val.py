@@ -14,7 +14,8 @@ from scenes.errors import UserError
 from trainer_fixtures import Points, linear, step_fn
 
 from pipelines.lr_schedule import lr_factor
-from pipelines.trainer import TrainConfig, Trainer
+from pipelines.train_config import TrainConfig
+from pipelines.trainer import Trainer
 from pipelines.weights_init import init_from_model
 
 
