@@ -108,13 +108,18 @@ def silhouette(pred: Tensor, opacity: Tensor | None = None) -> Tensor:
     return (pred > IMAGE_THRESHOLD).any(dim=1, keepdim=True)
 
 
+def _gt_and_inside(mask: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The gt silhouette (mask > 0.5) and the valid region (> 0.5; everywhere when not given), bool."""
+    gt = mask > MASK_THRESHOLD
+    return gt, (torch.ones_like(gt) if valid is None else valid > 0.5)
+
+
 def silhouette_iou(pred_silhouette: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
     """IoU of a predicted silhouette (B,1,H,W) bool with the gt mask > 0.5 over the valid region (> 0.5) -> (B,).
 
     An image where both are empty scores 1.
     """
-    gt = mask > MASK_THRESHOLD
-    inside = torch.ones_like(gt) if valid is None else valid > 0.5
+    gt, inside = _gt_and_inside(mask, valid)
     inter = (pred_silhouette & gt & inside).flatten(1).sum(1).float()
     union = ((pred_silhouette | gt) & inside).flatten(1).sum(1).float()
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
@@ -126,8 +131,7 @@ def silhouette_area_ratio(pred_silhouette: Tensor, mask: Tensor, valid: Tensor |
     1 means the right size; a sample that shrinks the object scores below 1. An empty gt counts as
     one pixel, so the ratio stays finite.
     """
-    gt = mask > MASK_THRESHOLD
-    inside = torch.ones_like(gt) if valid is None else valid > 0.5
+    gt, inside = _gt_and_inside(mask, valid)
     pred_area = (pred_silhouette & inside).flatten(1).sum(1).float()
     return pred_area / (gt & inside).flatten(1).sum(1).float().clamp_min(1)
 
