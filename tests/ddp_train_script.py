@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer_fixtures import Points, linear, step_fn  # noqa: E402
 
-from pipelines.processes import end_process_group  # noqa: E402
-from pipelines.train_config import TrainConfig  # noqa: E402
-from pipelines.trainer import Trainer  # noqa: E402
+from pipelines.common.processes import end_process_group  # noqa: E402
+from pipelines.training.train_config import TrainConfig  # noqa: E402
+from pipelines.training.trainer import Trainer  # noqa: E402
 
 
 def main(out: str) -> None:

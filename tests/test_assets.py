@@ -1,7 +1,8 @@
 """Shipped files (presets, demo models): found from any folder, and every one of them packaged into the wheel."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from scenes.assets import ROOT, resolve, shipped
 
@@ -19,7 +20,7 @@ def test_the_wheel_globs_cover_every_preset_and_demo_model_file():
 
 
 def test_shipped_files_are_found_from_any_folder(tmp_path, monkeypatch):
-    from pipelines.config import preset_path
+    from pipelines.common.config import preset_path
     from vldm.autoencoder import load_vae
 
     monkeypatch.chdir(tmp_path)

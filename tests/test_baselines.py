@@ -255,7 +255,7 @@ def test_demo_dfm_samples_differ_where_unseen_and_agree_at_the_inputs(tmp_path):
     """Two seeds of the shipped demo DFM (50 DDIM steps), over three val objects: the sampled scenes
     differ less at an input camera than at the least-seen target camera."""
     from baselines.load import load_dfm
-    from pipelines.baseline_methods import least_seen
+    from pipelines.harness.baseline_methods import least_seen
     from scenes.co3d import CO3DDataset, CO3DOptions
     from scenes.splits import eval_scenes, eval_sequences
     from scenes.synthetic import generate

@@ -81,7 +81,7 @@ def _example(size: int = 32) -> dict:
 
 
 def _one_step(dfm: DFM, **cfg) -> None:
-    from pipelines.train_dfm import TrainDFMConfig, make_step
+    from pipelines.training.dfm import TrainDFMConfig, make_step
 
     step = make_step(TrainDFMConfig(patch=8, lpips_weight=0.0, **cfg), dfm.scheduler, None)
     opt = torch.optim.Adam(dfm.parameters(), lr=1e-3)
@@ -142,9 +142,8 @@ class _Recorder:
 
 
 def _losses(cond_drop: float) -> tuple[dict, _Recorder]:
-    from pipelines.train_dfm import TrainDFMConfig, make_step
-
     from baselines.dfm import make_scheduler
+    from pipelines.training.dfm import TrainDFMConfig, make_step
 
     ex = _example()
     ex["query_image"][:] = 0.5
@@ -273,7 +272,7 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
 
 
 def test_warm_start_needs_a_pixelnerf_of_the_same_structure(tmp_path):
-    from pipelines.train_dfm import DFMModelConfig, check_warm_start
+    from pipelines.training.dfm import DFMModelConfig, check_warm_start
     from scenes.errors import UserError
 
     pn = PixelNeRF(32, "resnet18", 16, 3, 2, norm="group", use_viewdirs=False)

@@ -157,3 +157,22 @@ def test_help_names_values_and_version(capsys):
 def test_compare_methods_take_commas_or_spaces(words, capsys):
     assert main(["compare", "--methods", *words, "--show-config"]) == 0
     assert "methods = ['a', 'b', 'c']" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["evaluate", "--help"], ["train-vldm", "--help"]])
+def test_help_imports_no_command_module_and_every_reference_resolves(argv):
+    """--help imports none of the commands' modules (nor torch); every "module:name" in the table exists."""
+    code = (
+        "import sys\nfrom pipelines.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "bad = [m for m in sys.modules if m == 'torch' or m.startswith(('pipelines.harness', 'pipelines.training',"
+        " 'pipelines.reconstruction', 'pipelines.tools'))]\n"
+        "print('IMPORTED', bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "IMPORTED []" in out
+    from pipelines.cli.commands import COMMANDS, resolve
+
+    for cmd in COMMANDS:
+        for ref in (cmd.config, cmd.run, cmd.default_preset, cmd.plan):
+            assert ref is None or callable(resolve(ref)), ref

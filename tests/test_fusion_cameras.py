@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from pipelines.fit import fusion_cameras
+from pipelines.reconstruction.fit import fusion_cameras
 from scenes.cameras import intrinsics_from_fov, look_at
 from scenes.errors import UserError
 from scenes.normalize import circle_path, fit_circle

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.method_api import REGISTRY, register
-from pipelines.methods import MethodContext, available_methods, build_method
+from pipelines.harness.method_api import REGISTRY, register
+from pipelines.harness.methods import MethodContext, available_methods, build_method
 from scenes.errors import UserError
 
 
@@ -13,7 +13,7 @@ def test_a_name_registered_twice_is_refused():
     assert "nearest-view" in REGISTRY
     with pytest.raises(ValueError, match="already registered"):
         register("nearest-view")(lambda context: None)
-    assert REGISTRY["nearest-view"].__module__ == "pipelines.methods"  # the first one kept
+    assert REGISTRY["nearest-view"].__module__ == "pipelines.harness.methods"  # the first one kept
 
 
 def test_lookups_load_the_learned_methods_and_name_the_known_ones():

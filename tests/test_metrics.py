@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipelines import metrics as M
-from pipelines.metrics import LPIPS_RANDOM_KEY, MetricSuite, Unavailable, psnr, psnr_fg, ssim, summarize
+from pipelines.common import metrics as M
+from pipelines.common.metrics import LPIPS_RANDOM_KEY, MetricSuite, Unavailable, psnr, psnr_fg, ssim, summarize
 
 D = torch.float64
 

@@ -1,14 +1,14 @@
 """Photometric fitting: a field fitted to many views of the sphere scene renders held-out views."""
 
 import torch
-
 from conftest import write_sphere_dataset
+
 from distill.encoding import HashGridConfig
 from distill.field import InstanceField
 from distill.photometric import PhotometricConfig, fit_photometric
 from distill.render import render_views
 from distill.sampler import DenseSampler, SamplerConfig
-from pipelines.metrics import psnr
+from pipelines.common.metrics import psnr
 from scenes.co3d import CO3DDataset, CO3DOptions
 
 

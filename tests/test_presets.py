@@ -1,8 +1,9 @@
 """The reconstruct presets: `paper` is the official recipe value for value; demo and fast keep their schedules."""
 
-from pipelines.config import load_config, preset_path
-from pipelines.fit import FitSceneConfig
 from test_reconstruct import model_and_data  # noqa: F401 (fixture)
+
+from pipelines.common.config import load_config, preset_path
+from pipelines.reconstruction.fit import FitSceneConfig
 
 
 def _preset(name: str) -> FitSceneConfig:
@@ -31,7 +32,7 @@ def test_demo_and_fast_keep_their_deterministic_few_step_targets():
 def test_sparsefusion_paper_runs_in_the_harness_with_the_official_teacher(model_and_data):  # noqa: F811
     import torch
 
-    from pipelines.methods import MethodContext, build_method
+    from pipelines.harness.methods import MethodContext, build_method
     from scenes.co3d import CO3DDataset, CO3DOptions
 
     folder, root = model_and_data

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-import pipelines.fit as fit_module
-from pipelines.cli import main
 from test_vldm import tiny_model_and_sphere
+
+import pipelines.reconstruction.fit as fit_module
+from pipelines.cli import main
 
 TINY = ["--config", "demo",
         "field.n_levels=2", "field.log2_table_size=8", "field.base_resolution=4", "field.finest_resolution=16",
@@ -124,8 +124,9 @@ def test_photometric_and_sds_modes(model_and_data, tmp_path):
 
 
 def _custom(tmp_path, n_images=2, alpha=True, R=None):
-    from scenes.cameras import intrinsics_from_fov, look_at
     import torch
+
+    from scenes.cameras import intrinsics_from_fov, look_at
 
     eye = torch.tensor([[3.0, 0, 0], [0, 3.0, 0]], dtype=torch.float64)
     cams = look_at(eye, torch.zeros(3, dtype=torch.float64), torch.tensor([0, 0, 1.0], dtype=torch.float64),
@@ -181,7 +182,7 @@ def test_bad_custom_input_is_one_line_exit_2(model_and_data, tmp_path, capsys, c
 def test_sparsefusion_method_in_the_harness(model_and_data):
     import torch
 
-    from pipelines.methods import MethodContext, build_method
+    from pipelines.harness.methods import MethodContext, build_method
     from scenes.co3d import CO3DDataset, CO3DOptions
 
     folder, root = model_and_data

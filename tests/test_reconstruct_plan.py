@@ -1,12 +1,12 @@
 """``sparsefusion reconstruct`` without --config: the preset fits the device and the first line says what runs."""
 
 import yaml
+from test_reconstruct import TINY, model_and_data  # noqa: F401 (fixture)
 
 from pipelines.cli import main
-from pipelines.config import load_config, preset_path
-from pipelines.reconstruct import ReconstructConfig
-from pipelines.reconstruct_plan import default_preset, plan_line, unet_evaluations_per_scene
-from test_reconstruct import TINY, model_and_data  # noqa: F401 (fixture)
+from pipelines.common.config import load_config, preset_path
+from pipelines.reconstruction.plan import default_preset, plan_line, unet_evaluations_per_scene
+from pipelines.reconstruction.reconstruct import ReconstructConfig
 
 
 def _cfg(preset=None, *overrides):

@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pytest
-
-from scenes.errors import UserError
-from scenes.io import write_image
 from trainer_fixtures import Points, linear, step_fn
 
-import pipelines.trackers as trackers
-from pipelines.train_config import TrainConfig
-from pipelines.trainer import Trainer
+import pipelines.training.trackers as trackers
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
+from scenes.errors import UserError
+from scenes.io import write_image
 
 
 def _cfg(**kw) -> TrainConfig:

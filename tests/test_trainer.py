@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from scenes.errors import UserError
 from trainer_fixtures import Points, linear, step_fn
 
-from pipelines.train_config import TrainConfig
-from pipelines.trainer import Trainer, TrainingDiverged, complete_checkpoints, epoch_order
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer, TrainingDiverged, complete_checkpoints, epoch_order
+from scenes.errors import UserError
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -134,7 +133,7 @@ def test_validation_rows_hold_the_live_and_the_ema_weights_loss(tmp_path):
 
 def test_ema_model_carries_an_ema_of_the_buffers_not_the_live_ones(tmp_path):
     """BatchNorm running statistics: the saved EMA model gets their average at the EMA's decay."""
-    from pipelines.buffer_ema import BufferEMA
+    from pipelines.training.buffer_ema import BufferEMA
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 1))

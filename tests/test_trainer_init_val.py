@@ -9,14 +9,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 from torch import nn
-
-from scenes.errors import UserError
 from trainer_fixtures import Points, linear, step_fn
 
-from pipelines.lr_schedule import lr_factor
-from pipelines.train_config import TrainConfig
-from pipelines.trainer import Trainer
-from pipelines.weights_init import init_from_model
+from pipelines.training.lr_schedule import lr_factor
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
+from pipelines.training.weights_init import init_from_model
+from scenes.errors import UserError
 
 
 def _save(module: nn.Module, folder) -> None:

@@ -4,10 +4,10 @@ import json
 import shutil
 
 import pytest
-
-from pipelines.cli import main
 from test_eft import TINY
 from test_vldm import tiny_model_and_sphere
+
+from pipelines.cli import main
 from vldm.eft import EpipolarFeatureTransformer
 
 
@@ -96,7 +96,7 @@ def test_bench_reconstruction_splits_an_iteration(model_and_data, tmp_path, caps
 def test_vldm_paper_is_the_official_ancestral_sampler(model_and_data):
     import torch
 
-    from pipelines.methods import MethodContext, build_method
+    from pipelines.harness.methods import MethodContext, build_method
 
     folder, _ = model_and_data
     method = build_method("vldm-paper", MethodContext(torch.device("cpu"), str(folder)))

@@ -1,6 +1,6 @@
 """The method registry's lookups, with the learned methods loaded on demand, and the ``nearest-view`` floor.
 
-Implementations register themselves with :func:`pipelines.method_api.register`; this module
+Implementations register themselves with :func:`pipelines.harness.method_api.register`; this module
 re-exports that interface (``Method``, ``MethodContext``, ``at_target_size``) for the harness.
 """
 
@@ -8,18 +8,19 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from pipelines.harness.method_api import REGISTRY, Method, MethodContext, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.errors import UserError
-
-from .method_api import REGISTRY, Method, MethodContext, at_target_size, register
 
 __all__ = ["Method", "MethodContext", "at_target_size", "available_methods", "build_method", "register"]
 
 
 def _load_plugins() -> None:
     """Import the modules that register the learned methods (lazily: they pull in diffusers)."""
-    from . import baseline_methods, sparsefusion_methods, vldm_methods  # noqa: F401
+    from pipelines.harness import (
+        baseline_methods,  # noqa: F401
+        )
 
 
 def available_methods() -> list[str]:

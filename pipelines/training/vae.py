@@ -18,15 +18,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.runtime import machine_info, output_dir
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import set_usual_mode, write_json
-
-from .config import save_config
-from .data_config import DataConfig
-from .runtime import machine_info, output_dir
-from .train_config import TrainConfig
-from .trainer import Trainer
 
 
 @dataclass
@@ -86,7 +85,7 @@ class VAEWithKL(nn.Module):
 
 def perceptual_loss(weight: float):
     """LPIPS-VGG when its weights are here, else None and the reason (nothing is downloaded)."""
-    from .metrics import load_lpips, lpips_weights_path
+    from pipelines.common.metrics import load_lpips, lpips_weights_path
 
     if weight <= 0:
         return None, "off (lpips_weight = 0)"
@@ -121,9 +120,8 @@ def reconstruction_psnr(vae, frames, batch_size: int = 32) -> float:
     """Mean PSNR (valid region) of decode(encode(x)) over a frame dataset."""
     from torch.utils.data import DataLoader
 
+    from pipelines.common.metrics import psnr
     from vldm.autoencoder import decode, encode
-
-    from .metrics import psnr
 
     values = []
     for batch in DataLoader(frames, batch_size=batch_size):
@@ -160,9 +158,8 @@ def colour_error(vae, frames, batch_size: int = 32) -> float:
 
 def make_val(frames):
     """The fixed validation figures of a training run: PSNR and L1 of decode(encode(x)) on ``frames``."""
+    from pipelines.common.metrics import psnr
     from vldm.autoencoder import decode, encode
-
-    from .metrics import psnr
 
     images = torch.stack([frames[i]["image"] for i in range(len(frames))])
     valid = torch.stack([frames[i]["valid"] for i in range(len(frames))])
@@ -196,10 +193,9 @@ def save_model(vae, folder: Path) -> None:
 
 def run(cfg: TrainVAEConfig) -> dict:
     """Train the autoencoder, fit its scaling factor, save ``model/``, report validation PSNR."""
+    from pipelines.training.weights_init import init_from_model
     from scenes.training import FrameStore, TrainFrames, training_sequences
     from vldm.autoencoder import downsampling, fit_scaling_factor, small_vae
-
-    from .weights_init import init_from_model
 
     wall = time.perf_counter()
     d = cfg.data

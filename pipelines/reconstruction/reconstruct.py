@@ -20,6 +20,12 @@ from PIL import Image
 
 from distill.export import depth_to_uint16, extract_mesh, to_uint8, write_ply, write_videos
 from distill.render import render_views
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
+from pipelines.common.processes import processes
+from pipelines.common.runtime import machine_info, output_dir
+from pipelines.reconstruction.fit import FitResult, FitSceneConfig, fit_scene
 from scenes.co3d import CO3DDataset, Views
 from scenes.custom import load_custom_views
 from scenes.errors import UserError
@@ -27,13 +33,6 @@ from scenes.io import atomic_path, write_image, write_json
 from scenes.normalize import circle_path
 from scenes.render import BOX_HALF_SIZE
 from scenes.splits import eval_scenes, eval_sequences
-
-from .config import save_config
-from .data_config import DataConfig
-from .fit import FitResult, FitSceneConfig, fit_scene
-from .metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
-from .processes import processes
-from .runtime import machine_info, output_dir
 
 DEPTH_FAR = 2 * 3.0 + 2 * BOX_HALF_SIZE  # scene units mapped to 65535 in depth PNGs
 

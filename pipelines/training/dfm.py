@@ -22,18 +22,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.runtime import output_dir
+from pipelines.training.pixelnerf import check_injections
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
+from pipelines.training.weights_init import init_from_model
 from scenes.co3d import CO3DDataset
 from scenes.errors import CheckpointMissing, UserError
 from scenes.io import write_image
 from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
-
-from .config import save_config
-from .train_pixelnerf import check_injections
-from .data_config import DataConfig
-from .runtime import output_dir
-from .train_config import TrainConfig
-from .trainer import Trainer
-from .weights_init import init_from_model
 
 
 @dataclass
@@ -213,7 +212,7 @@ def make_val(examples: list[dict], scheduler):
     deterministic context-only render; ``silhouette_area``: the x̂0 render's opacity > 0.5 area over
     the true mask's (1 is right; a model whose samples shrink the object drifts below 1).
     """
-    from .metrics import silhouette, silhouette_area_ratio
+    from pipelines.common.metrics import silhouette, silhouette_area_ratio
 
     def val(models):
         net = models["dfm"]
@@ -268,7 +267,7 @@ def make_sampler(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
 def _perceptual(cfg: TrainDFMConfig):
     if cfg.lpips_weight == 0:
         return None
-    from .metrics import perceptual_loss
+    from pipelines.common.metrics import perceptual_loss
 
     fn, reason = perceptual_loss("vgg")
     if fn is None:

@@ -15,11 +15,10 @@ import torch
 from torch import Tensor
 
 from distill.render import render_views
+from pipelines.common.config import load_config, preset_path
+from pipelines.harness.method_api import MethodContext, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
-
-from .config import load_config, preset_path
-from .method_api import MethodContext, register
 
 PRESETS = {"sparsefusion": "demo", "sparsefusion-fast": "fast", "sparsefusion-sds": "sds",
            "sparsefusion-paper": "paper"}
@@ -29,10 +28,9 @@ class SparseFusionMethod:
     """Distil a field from the inputs (fusion cameras include the targets), render the targets."""
 
     def __init__(self, name: str, context: MethodContext, pipe=None):
+        from pipelines.reconstruction.fit import FitSceneConfig
+        from pipelines.reconstruction.reconstruct import training_perceptual
         from vldm.load import load_vldm
-
-        from .fit import FitSceneConfig
-        from .reconstruct import training_perceptual
 
         self.name, self.context = name, context
         self.cfg = load_config(FitSceneConfig, preset_path("reconstruct", PRESETS[name]))
@@ -41,7 +39,7 @@ class SparseFusionMethod:
         self.last_stats: dict = {}
 
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
-        from .fit import fit_scene
+        from pipelines.reconstruction.fit import fit_scene
 
         with torch.enable_grad():
             fit = fit_scene(inputs, targets, self.cfg, self.context.device, self.pipe, self.perceptual,

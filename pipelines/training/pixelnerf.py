@@ -13,17 +13,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.runtime import output_dir
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
+from pipelines.training.weights_init import init_from_model
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import write_image
 from scenes.training import TrainViews, cameras_of, collate_single, fixed_examples
-
-from .config import save_config
-from .data_config import DataConfig
-from .runtime import output_dir
-from .train_config import TrainConfig
-from .trainer import Trainer
-from .weights_init import init_from_model
 
 
 @dataclass
@@ -149,7 +148,7 @@ def make_step(cfg: TrainPixelNeRFConfig):
 
 def make_val(examples: list[dict]):
     """The fixed validation figures: MSE and PSNR (valid region) of full renders of fixed val queries."""
-    from .metrics import psnr
+    from pipelines.common.metrics import psnr
 
     def val(models):
         net = models["pixelnerf"]

@@ -14,18 +14,17 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.runtime import output_dir
+from pipelines.training.train_config import TrainConfig
+from pipelines.training.trainer import Trainer
+from pipelines.training.weights_init import init_from_model
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import write_image
 from scenes.losses import pseudo_huber
 from scenes.training import TrainViews, cameras_of, collate_examples, fixed_examples
-
-from .config import save_config
-from .data_config import DataConfig
-from .runtime import output_dir
-from .train_config import TrainConfig
-from .trainer import Trainer
-from .weights_init import init_from_model
 
 
 @dataclass
@@ -162,10 +161,9 @@ def make_step(pipe, cfg: TrainVLDMConfig):
 
 def make_val(pipe, cfg: TrainVLDMConfig, examples: list[dict]):
     """The fixed validation loss: the training loss (no conditioning dropout) + EFT PSNR on fixed examples."""
+    from pipelines.common.metrics import psnr
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss, valid_to_latent
-
-    from .metrics import psnr
 
     size = (cfg.data.image_size // pipe.vae_factor,) * 2
 

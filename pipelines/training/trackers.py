@@ -18,7 +18,7 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def check_name(name: str | None) -> None:
-    """Refuse an unknown tracker name, naming the key (from :func:`pipelines.train_config.validate`)."""
+    """Refuse an unknown tracker name, naming the key (from :func:`pipelines.training.train_config.validate`)."""
     from scenes.errors import UserError
 
     if name is not None and name not in TRACKERS:

@@ -15,9 +15,8 @@ from datetime import timedelta
 
 import torch
 
+from pipelines.common.runtime import resolve_device
 from scenes.errors import UserError
-
-from .runtime import resolve_device
 
 # A process that finds its scenes finished waits for the others at the barrier: allow long runs.
 BARRIER_TIMEOUT = timedelta(hours=48)

@@ -7,7 +7,7 @@ however much of the object covers it. A field with a black background renders co
 instead. This script scores that physically consistent image (the same frame masked before
 resizing, ``soft_masks``) against the benchmark's ground truth at the photometric check's targets.
 
-    python -m pipelines.mask_order --max-scenes 5
+    python scripts/mask_order.py --max-scenes 5
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from .data_config import DataConfig
-from .figures import scenes_of
-from .metrics import psnr, psnr_fg
+from pipelines.common.data_config import DataConfig, scenes_of
+from pipelines.common.metrics import psnr, psnr_fg
 
 
 def masking_order_psnr(root: str, category: str, max_scenes: int, views: int = 24, size: int = 64

@@ -5,7 +5,7 @@ image, foreground PSNR, silhouette IoU (rendered opacity > 0.5 for methods that 
 channel > 0.1 otherwise, against the mask > 0.5 in the valid region), LPIPS and FID/KID where
 their weights exist, seconds per scene.
 Finished scenes are kept under ``scenes/`` in the output folder, so a rerun resumes. Under
-``torchrun`` the scenes are shared between the processes (``pipelines.processes``).
+``torchrun`` the scenes are shared between the processes (``pipelines.common.processes``).
 """
 
 from __future__ import annotations
@@ -21,17 +21,16 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from pipelines.common.config import save_config
+from pipelines.common.data_config import DataConfig
+from pipelines.common.metrics import MetricSuite, Unavailable, summarize, to_jsonable
+from pipelines.common.processes import processes
+from pipelines.common.runtime import machine_info, output_dir
+from pipelines.harness.methods import Method, MethodContext, build_method
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
 from scenes.io import read_image, write_image, write_json
 from scenes.splits import EvalScene, eval_scenes, eval_sequences
-
-from .config import save_config
-from .data_config import DataConfig
-from .methods import Method, MethodContext, build_method
-from .metrics import MetricSuite, Unavailable, summarize, to_jsonable
-from .processes import processes
-from .runtime import machine_info, output_dir
 
 
 @dataclass

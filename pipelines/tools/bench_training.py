@@ -32,9 +32,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from pipelines.common.config import load_config, preset_path
 from scenes.training import cameras_of
-
-from .config import load_config, preset_path
 
 MODELS = ("vldm", "pixelnerf", "dfm", "vae")
 CONTEXTS = {"vldm": 3, "pixelnerf": 2, "dfm": 3}  # the middle of each demo preset's range (DFM: + target 1)
@@ -42,7 +41,7 @@ CONTEXTS = {"vldm": 3, "pixelnerf": 2, "dfm": 3}  # the middle of each demo pres
 
 def _example(views: int, size: int, device) -> dict:
     """A training example as :class:`scenes.training.TrainViews` gives it: ``views`` contexts + 1 query."""
-    from .bench_cameras import ring_cameras
+    from pipelines.tools.bench_cameras import ring_cameras
 
     cams = ring_cameras(views + 1, size, device)
     g = torch.Generator().manual_seed(0)
@@ -93,11 +92,10 @@ def _step(step_fn, models: dict, batch, finish) -> Callable[[], None]:
 
 
 def _vldm(device) -> tuple[Callable, dict, int]:
+    from pipelines.training.vldm import TrainVLDMConfig, make_step
     from vldm.autoencoder import encode
     from vldm.diffusion import diffusion_loss
     from vldm.load import load_vldm
-
-    from .train_vldm import TrainVLDMConfig, make_step
 
     cfg = load_config(TrainVLDMConfig, preset_path("train-vldm", "demo"))
     pipe = load_vldm(None, device)
@@ -125,8 +123,7 @@ def _pixelnerf(device) -> tuple[Callable, dict, int]:
     from baselines.field_render import render_field
     from baselines.load import load_pixelnerf
     from baselines.pixel_field import ViewFeatures
-
-    from .train_pixelnerf import TrainPixelNeRFConfig, make_step, random_rays
+    from pipelines.training.pixelnerf import TrainPixelNeRFConfig, make_step, random_rays
 
     cfg = load_config(TrainPixelNeRFConfig, preset_path("train-pixelnerf", "demo"))
     net = load_pixelnerf(None, device).train()
@@ -150,8 +147,7 @@ def _pixelnerf(device) -> tuple[Callable, dict, int]:
 def _dfm(device) -> tuple[Callable, dict, int]:
     from baselines.load import load_dfm
     from baselines.pixel_field import ViewFeatures
-
-    from .train_dfm import TrainDFMConfig, make_step, random_patch_rays
+    from pipelines.training.dfm import TrainDFMConfig, make_step, random_patch_rays
 
     cfg = load_config(TrainDFMConfig, preset_path("train-dfm", "demo"))
     cfg.lpips_weight = 0.0  # the demo trains without it (no VGG weights on the machine)
@@ -184,9 +180,8 @@ def _dfm(device) -> tuple[Callable, dict, int]:
 
 
 def _vae(device) -> tuple[Callable, dict, int]:
+    from pipelines.training.vae import TrainVAEConfig, VAEWithKL, make_step
     from vldm.autoencoder import load_vae
-
-    from .train_vae import TrainVAEConfig, VAEWithKL, make_step
 
     cfg = load_config(TrainVAEConfig, preset_path("train-vae", "demo"))
     vae = load_vae("checkpoints/demo/vae/model").to(device).train().requires_grad_(True)

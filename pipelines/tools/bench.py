@@ -4,9 +4,9 @@ Figures: VLDM sampling seconds per view (DDIM), EFT seconds per view, VLDM train
 (forward + backward of EFT and UNet on one example), field forward+backward samples/s,
 rendered rays/s, and ``reconstruction``: seconds per distillation iteration and per scene of a
 reconstruct preset, its UNet evaluations and VAE calls per scene, and where an iteration's time
-goes (field, rendering, UNet, VAE, LPIPS, other; see :mod:`pipelines.bench_reconstruction`), and
+goes (field, rendering, UNet, VAE, LPIPS, other; see :mod:`pipelines.tools.bench_reconstruction`), and
 ``training``: one training step of each demo model (VLDM, pixelNeRF, DFM, VAE) and where its time
-goes (see :mod:`pipelines.bench_training`).
+goes (see :mod:`pipelines.tools.bench_training`).
 Each is the median of ``repeats`` runs after one warm-up.
 """
 
@@ -19,12 +19,10 @@ from typing import Callable
 
 import torch
 
+from pipelines.common.runtime import machine_info, resolve_device
+from pipelines.tools.bench_cameras import ring_cameras
 from scenes.errors import UserError
 from scenes.io import write_json
-
-from .bench_cameras import ring_cameras
-from .runtime import machine_info, resolve_device
-
 
 FIGURES = {"vldm_sampling", "eft", "vldm_train_step", "field", "render", "reconstruction", "training"}
 
@@ -127,7 +125,7 @@ def run(cfg: BenchConfig) -> dict:
     unknown = set(cfg.figures) - FIGURES
     if unknown:
         raise UserError(f"unknown figures {sorted(unknown)} (figures: {', '.join(sorted(FIGURES))})")
-    from .bench_training import MODELS
+    from pipelines.tools.bench_training import MODELS
 
     if set(cfg.training_models) - set(MODELS):
         raise UserError(f"unknown training_models {sorted(set(cfg.training_models) - set(MODELS))} "
@@ -143,12 +141,12 @@ def run(cfg: BenchConfig) -> dict:
     if {"field", "render"} & set(cfg.figures):
         _field_figures(cfg, device, results)
     if "reconstruction" in cfg.figures:
-        from . import bench_reconstruction
+        from pipelines.tools import bench_reconstruction
 
         results["preset"] = cfg.preset
         results["reconstruction"] = bench_reconstruction.measure(pipe, cfg.preset, device, cfg.repeats)
     if "training" in cfg.figures:
-        from . import bench_training
+        from pipelines.tools import bench_training
 
         results["training"] = bench_training.measure(list(cfg.training_models), device, cfg.repeats)
     write_json(cfg.out, results)
@@ -158,7 +156,7 @@ def run(cfg: BenchConfig) -> dict:
     if "reconstruction" in results:
         bench_reconstruction.print_table(results["reconstruction"])
     if "training" in results:
-        from . import bench_training
+        from pipelines.tools import bench_training
 
         bench_training.print_table(results["training"])
     print(f"results in {cfg.out}")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from pipelines.common.data_config import DataConfig
+from pipelines.common.runtime import output_dir
+from pipelines.harness.compare import CompareConfig, compare
+from pipelines.tools.make_dataset import MakeDatasetConfig
+from pipelines.tools.make_dataset import run as make_dataset
 from scenes.synthetic import parse_objects
-
-from .compare import CompareConfig, compare
-from .data_config import DataConfig
-from .make_dataset import MakeDatasetConfig
-from .make_dataset import run as make_dataset
-from .runtime import output_dir
 
 DEMO_METHODS = ["nearest-view", "eft", "vldm", "pixelnerf", "dfm", "sparsefusion-fast"]
 

@@ -16,17 +16,17 @@ from pathlib import Path
 
 import torch
 
+from pipelines.common.data_config import DataConfig, scenes_of
+from pipelines.common.metrics import Unavailable, summarize, to_jsonable
+from pipelines.common.processes import processes
+from pipelines.common.runtime import machine_info, output_dir
+from pipelines.harness.evaluate import EvaluateConfig, evaluate, markdown_table, read_predictions, scalar_metrics
+from pipelines.harness.grid import image_grid, with_column_labels
+from pipelines.harness.methods import Method, available_methods
 from scenes.errors import CheckpointMissing, UserError
 from scenes.io import write_image, write_json
 from scenes.normalize import circle_path
 from scenes.splits import EvalScene
-
-from .data_config import DataConfig
-from .evaluate import EvaluateConfig, scalar_metrics, evaluate, markdown_table, read_predictions
-from .methods import Method, available_methods
-from .metrics import Unavailable, summarize, to_jsonable
-from .processes import processes
-from .runtime import machine_info, output_dir
 
 ALL_METHODS = ["nearest-view", "eft", "vldm", "pixelnerf", "dfm", "sparsefusion", "sparsefusion-fast"]
 MODEL_OF = {"eft": "vldm", "vldm": "vldm", "vldm-paper": "vldm", "sparsefusion": "vldm",
@@ -187,8 +187,7 @@ def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict,
 
 def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str]):
     """grid.png: per scene, inputs, the ground truth and each method at the least-seen target."""
-    from .baseline_methods import least_seen
-    from .figures import image_grid, scenes_of
+    from pipelines.harness.baseline_methods import least_seen
 
     if cfg.grid_scenes <= 0 or not methods:
         return None
@@ -204,17 +203,3 @@ def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str]):
     path = out / "grid.png"
     write_image(path, with_column_labels(image_grid(rows, scale=2), labels))
     return path
-
-
-def with_column_labels(grid, labels: list[str], pad: int = 2 * 2, height: int = 14):
-    """A white header strip with one label per column over an image_grid (H, W, 3) float array."""
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    h, w, _ = grid.shape
-    tile = (w - pad) / len(labels)
-    header = Image.new("RGB", (w, height), "white")
-    draw = ImageDraw.Draw(header)
-    for i, label in enumerate(labels):
-        draw.text((pad + i * tile + 2, 1), label, fill="black")
-    return np.concatenate([np.asarray(header, np.float32) / 255, grid], 0)

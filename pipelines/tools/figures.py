@@ -17,14 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from scenes.co3d import CO3DDataset
+from pipelines.common.data_config import DataConfig, scenes_of
+from pipelines.common.runtime import resolve_device
+from pipelines.harness.grid import image_grid
+from pipelines.harness.methods import MethodContext
 from scenes.errors import UserError
 from scenes.io import write_image
-from scenes.splits import eval_scenes, eval_sequences
-
-from .data_config import DataConfig
-from .methods import MethodContext
-from .runtime import resolve_device
 
 
 @dataclass
@@ -58,23 +56,10 @@ class FigureConfig:
     """Output PNG."""
 
 
-def image_grid(rows: list[list[Tensor]], pad: int = 2, scale: int = 1) -> np.ndarray:
-    """Rows of images (3, H, W) in [0, 1] -> one (H', W', 3) array with white gutters."""
-    h, w = rows[0][0].shape[-2:]
-    ncol = max(len(r) for r in rows)
-    canvas = torch.ones(3, len(rows) * (h + pad) + pad, ncol * (w + pad) + pad)
-    for i, row in enumerate(rows):
-        for j, img in enumerate(row):
-            y, x = pad + i * (h + pad), pad + j * (w + pad)
-            canvas[:, y:y + h, x:x + w] = img.float().cpu().clamp(0, 1)
-    if scale > 1:
-        canvas = F.interpolate(canvas[None], scale_factor=scale, mode="nearest")[0]
-    return canvas.permute(1, 2, 0).numpy()
-
 
 def vldm_samples(cfg: FigureConfig) -> np.ndarray:
     """Rows: inputs, ground truth, EFT RGB, one VLDM sample per seed."""
-    from .vldm_methods import EFTMethod, VLDMSampleMethod
+    from pipelines.harness.vldm_methods import EFTMethod, VLDMSampleMethod
 
     device = resolve_device(cfg.device)
     eft = EFTMethod(MethodContext(device, cfg.checkpoint))
@@ -92,7 +77,7 @@ def vldm_samples(cfg: FigureConfig) -> np.ndarray:
 
 def baselines(cfg: FigureConfig) -> np.ndarray:
     """Rows: inputs, ground truth, pixelNeRF, one DFM sample per seed (at the least-seen target)."""
-    from .baseline_methods import DFMMethod, PixelNeRFMethod, least_seen
+    from pipelines.harness.baseline_methods import DFMMethod, PixelNeRFMethod, least_seen
 
     device = resolve_device(cfg.device)
     pn = PixelNeRFMethod(MethodContext(device, cfg.pixelnerf_checkpoint))
@@ -138,11 +123,6 @@ def dfm_turntable(cfg: FigureConfig) -> Tensor:
     frames = F.interpolate(frames, scale_factor=cfg.scale, mode="bilinear", align_corners=False)
     return frames.clamp(0, 1).cpu()
 
-
-def scenes_of(d: DataConfig):
-    """The evaluation scenes a data config selects, loaded one by one."""
-    ds = CO3DDataset(d.root, d.category)
-    return eval_scenes(ds, eval_sequences(ds, d.subset, d.split, d.max_scenes), d.views, d.options(), d.eval_frames)
 
 
 FIGURES = {"vldm-samples": vldm_samples, "baselines": baselines}

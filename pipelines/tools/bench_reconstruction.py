@@ -41,12 +41,11 @@ from distill.loop import DistillState, distill
 from distill.photometric import make_optimizer
 from distill.render import render_images
 from distill.sampler import make_sampler
+from pipelines.common.config import load_config, preset_path
+from pipelines.common.metrics import load_lpips, lpips_weights_missing, perceptual_loss
+from pipelines.tools.bench_cameras import ring_cameras
 from scenes.co3d import Views
 from scenes.errors import UserError
-
-from .bench_cameras import ring_cameras
-from .config import load_config, preset_path
-from .metrics import load_lpips, lpips_weights_missing, perceptual_loss
 
 COMPONENTS = {"field": "field fwd+bwd", "rendering": "rendering", "unet": "UNet", "vae": "VAE",
               "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT prepare (once)"}
@@ -152,11 +151,10 @@ def _scene_split(seconds: dict[str, float]) -> dict:
 
 def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     """The ``reconstruction`` figure for one preset (see the module docstring)."""
+    from pipelines.reconstruction.fit import fusion_cameras
+    from pipelines.reconstruction.reconstruct import ReconstructConfig
     from vldm.autoencoder import decode, encode
     from vldm.teacher import VLDMTeacher
-
-    from .fit import fusion_cameras
-    from .reconstruct import ReconstructConfig
 
     # any reconstruct preset or YAML loads (only its FitSceneConfig part is used)
     cfg = load_config(ReconstructConfig, preset_path("reconstruct", preset))

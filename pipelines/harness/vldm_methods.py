@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pipelines.harness.method_api import MethodContext, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
-
-from .method_api import MethodContext, at_target_size, register
 
 
 class _VLDMMethod:

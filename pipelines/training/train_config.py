@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
+from pipelines.training import trackers
+from pipelines.training.lr_schedule import LR_SCHEDULES
 from scenes.errors import UserError
-
-from . import trackers
-from .lr_schedule import LR_SCHEDULES
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 

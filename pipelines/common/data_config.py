@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from scenes.co3d import CO3DOptions
+from scenes.co3d import CO3DDataset, CO3DOptions
 from scenes.errors import UserError
+from scenes.splits import eval_scenes, eval_sequences
 
 
 @dataclass
@@ -45,3 +46,9 @@ class DataConfig:
     def options(self) -> CO3DOptions:
         """Reader options of this config."""
         return CO3DOptions(self.crop, self.image_size, self.normalize, self.masked, self.soft_masks)
+
+
+def scenes_of(d: DataConfig):
+    """The evaluation scenes a data config selects, loaded one by one."""
+    ds = CO3DDataset(d.root, d.category)
+    return eval_scenes(ds, eval_sequences(ds, d.subset, d.split, d.max_scenes), d.views, d.options(), d.eval_frames)

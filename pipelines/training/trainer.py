@@ -5,7 +5,7 @@ A command builds its models and a ``step_fn(models, batch, step) -> {"loss": ten
 gradient accumulation, clipping, Adam, EMA (diffusers ``EMAModel``, plus an EMA of the buffers), mixed precision,
 checkpoints (``accelerate.save_state`` written under a temporary name and renamed, the newest
 ``keep_last`` kept), resume from the newest complete checkpoint with the same optimizer,
-random and data state, ``log.jsonl`` (and optionally TensorBoard or wandb, :mod:`pipelines.trackers`),
+random and data state, ``log.jsonl`` (and optionally TensorBoard or wandb, :mod:`pipelines.training.trackers`),
 periodic samples, a fixed validation loss, a weights-only start from a saved ``model/`` folder
 (``init_from``), a cosine learning rate, and a clear stop on a NaN loss.
 
@@ -34,14 +34,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipelines.training import trackers
+from pipelines.training.buffer_ema import BufferEMA
+from pipelines.training.lr_schedule import lr_factor
+from pipelines.training.train_config import TrainConfig, validate
+from pipelines.training.train_log import JsonLog, Window
 from scenes.errors import UserError
 from scenes.io import write_json
-
-from .buffer_ema import BufferEMA
-from . import trackers
-from .lr_schedule import lr_factor
-from .train_config import TrainConfig, validate
-from .train_log import JsonLog, Window
 
 STATE_FILE = "trainer_state.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

@@ -1,0 +1,1 @@
+"""The evaluation harness: the method registry and adapters, ``evaluate`` and ``compare``."""

@@ -1,0 +1,1 @@
+"""Reconstruction: fitting one field per scene (SparseFusion, SDS, photometric) and its command."""

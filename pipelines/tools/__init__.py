@@ -1,0 +1,1 @@
+"""Tools: dataset rendering, camera export, figures, the demo and benchmarks."""
