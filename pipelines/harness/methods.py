@@ -18,9 +18,7 @@ __all__ = ["Method", "MethodContext", "at_target_size", "available_methods", "bu
 
 def _load_plugins() -> None:
     """Import the modules that register the learned methods (lazily: they pull in diffusers)."""
-    from pipelines.harness import (
-        baseline_methods,  # noqa: F401
-        )
+    from pipelines.harness import baseline_methods, sparsefusion_methods, vldm_methods  # noqa: F401
 
 
 def available_methods() -> list[str]:
