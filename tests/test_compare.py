@@ -95,7 +95,9 @@ def test_rerun_keeps_finished_scenes(setup, one_process, tmp_path):
     assert main(_args(setup, out)) == 0
     redone = [p for p in scene_files if not p.is_file() or p.stat().st_mtime_ns != stamps[p]]
     assert redone == [interrupted]
-    assert _metrics(out) == _metrics(one_process)
+    resumed, whole = _metrics(out), _metrics(one_process)
+    assert resumed.keys() == whole.keys()  # float32 metrics of a rescored scene agree to rounding
+    assert all(resumed[k] == pytest.approx(whole[k], rel=1e-6) for k in whole)
 
 
 def test_two_processes_give_the_metrics_of_one(setup, one_process, tmp_path):
