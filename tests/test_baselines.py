@@ -144,11 +144,12 @@ def trained(data, tmp_path_factory):
     assert main(["train-pixelnerf", "--config", "tiny", "--data", str(data), "--out", str(pn), "--steps", "2"]) == 0
     assert main(["train-pixelnerf", "--config", "tiny", "--data", str(data), "--out", str(pn), "--steps", "4",
                  "--resume", "latest"]) == 0
+    settings = ["train.val_every=2", "train.ema=true", "val_subset=fewview_train", "val_split=train", "val_examples=2"]
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "2",
-                 "--warm-start", str(pn), "train.sample_every=2", "train.val_every=2", "train.ema=true", "val_subset=fewview_train",
-                 "val_split=train", "val_examples=2"]) == 0
+                 "--warm-start", str(pn), "train.sample_every=2", *settings]) == 0
+    # a resume repeats the run's settings (config.yaml is checked); the warm start and previews may differ
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "4",
-                 "--resume", "latest"]) == 0
+                 "--resume", "latest", *settings]) == 0
     return pn, dfm
 
 
@@ -162,7 +163,7 @@ def test_training_resumes_and_saves_loadable_models(trained):
         assert state["step"] == 4
     assert (dfm / "samples" / "step-0000002.png").is_file()
     val = [json.loads(line) for line in (dfm / "log.jsonl").read_text().splitlines() if "val_rgb" in line]
-    assert [r["step"] for r in val] == [0, 2]  # the fixed validation rows, live and EMA weights
+    assert [r["step"] for r in val] == [0, 2, 4]  # the fixed validation rows (live and EMA weights), the resumed run too
     assert all({"val_cond", "val_silhouette_area", "val_ema_rgb"} <= r.keys() for r in val)
     assert val[0]["val_rgb"] != val[1]["val_rgb"] and all(r["val_silhouette_area"] >= 0 for r in val)
     assert load_pixelnerf(pn).config.width == 16

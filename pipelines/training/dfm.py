@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipelines.common.config import save_config
+from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
 from pipelines.training.pixelnerf import check_injections
@@ -278,7 +278,7 @@ def _perceptual(cfg: TrainDFMConfig):
 def run(cfg: TrainDFMConfig) -> dict:
     """Train, checkpoint, and save the final model under ``model/``."""
     out = output_dir("train-dfm", cfg.out, cfg.data.category)
-    save_config(cfg, out)
+    save_run_config(cfg, out)
     if not 1 <= cfg.contexts_min <= cfg.contexts_max:
         raise UserError("contexts must satisfy 1 <= contexts_min <= contexts_max")
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipelines.common.config import save_config
+from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
 from pipelines.training.train_config import TrainConfig
@@ -186,7 +186,7 @@ def make_sampler(dataset: TrainViews, out: Path, n: int = 2):
 def run(cfg: TrainPixelNeRFConfig) -> dict:
     """Train, checkpoint, and save the final model under ``model/``."""
     out = output_dir("train-pixelnerf", cfg.out, cfg.data.category)
-    save_config(cfg, out)
+    save_run_config(cfg, out)
     if cfg.rays < 1:
         raise UserError("rays must be >= 1")
     model = build_model(cfg)

@@ -58,6 +58,20 @@ def complete_checkpoints(out_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def resume_checkpoint(resume: str | None, out_dir: str | Path) -> Path | None:
+    """The checkpoint ``train.resume`` names (``latest``: the newest complete one, None if none yet)."""
+    if not resume:
+        return None
+    if resume == "latest":
+        found = complete_checkpoints(out_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / STATE_FILE).is_file():
+        raise UserError(f"train.resume={resume!r} is not a complete checkpoint folder (no {STATE_FILE}); "
+                        "use 'latest' or a checkpoint-<step> folder")
+    return path
+
+
 def epoch_order(n: int, num_processes: int, process_index: int, seed: int, epoch: int) -> list[int]:
     """This process's share of epoch ``epoch``'s permutation of ``range(n)`` (padded to divide evenly)."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -336,20 +350,11 @@ class Trainer:
         if self.is_main:
             for stale in self.out.glob(".checkpoint-*.incomplete"):
                 shutil.rmtree(stale, ignore_errors=True)
-        if not resume:
+        path = resume_checkpoint(resume, self.out)
+        if path is None:
+            if resume and self.is_main:
+                print(f"no checkpoint in {self.out} yet: starting from step 0")
             return 0
-        if resume == "latest":
-            found = complete_checkpoints(self.out)
-            if not found:
-                if self.is_main:
-                    print(f"no checkpoint in {self.out} yet: starting from step 0")
-                return 0
-            path = found[-1]
-        else:
-            path = Path(resume)
-            if not (path / STATE_FILE).is_file():
-                raise UserError(f"train.resume={resume!r} is not a complete checkpoint folder (no {STATE_FILE}); "
-                                "use 'latest' or a checkpoint-<step> folder")
         state = json.loads((path / STATE_FILE).read_text())
         if state.get("num_processes", acc.num_processes) != acc.num_processes:
             raise UserError(f"{path} was saved by {state['num_processes']} processes; resume it with as many "

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.common.config import save_config
+from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import machine_info, output_dir
 from pipelines.training.train_config import TrainConfig
@@ -205,7 +205,7 @@ def run(cfg: TrainVAEConfig) -> dict:
     if d.image_size % factor:
         raise UserError(f"data.image_size={d.image_size} must be divisible by the VAE's downsampling {factor}")
     out = output_dir("train-vae", cfg.out, d.category)
-    save_config(cfg, out)
+    save_run_config(cfg, out)
     dataset = CO3DDataset(d.root, d.category)
     train_seqs = training_sequences(dataset, d.subset, d.split, 1)[: d.max_scenes]
     val_seqs = dataset.sequences(cfg.val_subset, cfg.val_split)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipelines.common.config import save_config
+from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
 from pipelines.training.train_config import TrainConfig
@@ -213,7 +213,7 @@ def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
 def run(cfg: TrainVLDMConfig) -> dict:
     """Train, checkpoint, and save the final pipeline under ``model/``."""
     out = output_dir("train-vldm", cfg.out, cfg.data.category)
-    save_config(cfg, out)
+    save_run_config(cfg, out)
     pipe = build_pipeline(cfg)
     ds = CO3DDataset(cfg.data.root, cfg.data.category)
     views = TrainViews(ds, cfg.data.subset, cfg.data.split, cfg.data.options(), min_frames=cfg.min_frames,
