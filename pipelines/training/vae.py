@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import machine_info, output_dir
+from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
 from pipelines.training.trainer import Trainer
 from scenes.co3d import CO3DDataset

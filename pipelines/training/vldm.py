@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipelines.training.run_config import save_run_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
+from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
 from pipelines.training.trainer import Trainer
 from pipelines.training.weights_init import init_from_model
