@@ -60,7 +60,7 @@ class DFM(ModelMixin, ConfigMixin):
                      "use_viewdirs": False, "density": "relu"}
 
     @register_to_config
-    def __init__(self, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
+    def __init__(self, *, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
                  combine_layer: int = 3, render_features: int = 64, time_dim: int = 256, n_coarse: int = 64,
                  n_fine: int = 64, n_cond: int = 64, norm: str = "group", high_res: bool = True,
                  feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True,

@@ -32,7 +32,7 @@ class PixelNeRF(ModelMixin, ConfigMixin):
                      "density": "relu"}
 
     @register_to_config
-    def __init__(self, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
+    def __init__(self, *, image_size: int = 64, backbone: str = "resnet34", width: int = 512, n_blocks: int = 5,
                  combine_layer: int = 3, n_coarse: int = 64, n_fine: int = 32, norm: str = "batch",
                  feature_injections: int | None = None, pos_freq_factor: float = 1.5, use_viewdirs: bool = True,
                  density: str = "softplus"):

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 PRIMES = (1, 2654435761, 805459861)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class HashGridConfig:
     """Sizes of a hash grid (paper preset: 16 levels × 2 features, 2^16 entries, base 16)."""
 

@@ -6,7 +6,9 @@ colour = sigmoid(h₁…₃). Points live in the normalised scene box [−h, h]�
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +16,9 @@ from torch import Tensor, nn
 from scenes.render import BOX_HALF_SIZE
 
 from .encoding import HashGridConfig, TcnnHashGrid, TorchHashGrid, tcnn_available
+
+Backend = Literal["auto", "torch", "tcnn"]  # hash-grid implementations (auto: tcnn when CUDA and tiny-cuda-nn are there)
+BACKENDS = get_args(Backend)
 
 
 class _TruncExp(torch.autograd.Function):
@@ -43,14 +48,14 @@ def make_encoding(backend: str, config: HashGridConfig) -> nn.Module:
         return TcnnHashGrid(config)
     if backend == "torch":
         return TorchHashGrid(config)
-    raise ValueError(f"unknown encoding backend {backend!r} (torch, tcnn or auto)")
+    raise ValueError(f"unknown encoding backend {backend!r} ({', '.join(BACKENDS)})")
 
 
 class InstanceField(nn.Module):
     """Points (P, 3) -> colour (P, 3) in [0, 1] and density (P,) ≥ 0."""
 
-    def __init__(self, grid: HashGridConfig = HashGridConfig(), hidden: int = 64, layers: int = 3,
-                 backend: str = "auto", half_size: float = BOX_HALF_SIZE, blob_density: float = 5.0,
+    def __init__(self, *, grid: HashGridConfig = HashGridConfig(), hidden: int = 64, layers: int = 3,
+                 backend: Backend = "auto", half_size: float = BOX_HALF_SIZE, blob_density: float = 5.0,
                  blob_radius: float = 0.2):
         super().__init__()
         self.encoding = make_encoding(backend, grid)
@@ -82,9 +87,13 @@ class InstanceField(nn.Module):
 
 @dataclass
 class FieldConfig:
-    """Size and backend of an instance field (paper preset: 16 levels × 2, 2^16 entries, base 16)."""
+    """Size and backend of an instance field (paper preset: 16 levels × 2, 2^16 entries, base 16).
 
-    backend: str = "auto"
+    One name per hyperparameter along the chain: the grid fields are ``HashGridConfig``'s, the
+    others ``InstanceField``'s keywords (``build`` passes each by name; a field of neither fails).
+    """
+
+    backend: Backend = "auto"
     """Hash-grid backend: torch (pure PyTorch), tcnn (tiny-cuda-nn, CUDA) or auto."""
     n_levels: int = 16
     """Hash-grid levels."""
@@ -103,6 +112,6 @@ class FieldConfig:
 
     def build(self) -> InstanceField:
         """A freshly initialised field of this size."""
-        grid = HashGridConfig(self.n_levels, self.features_per_level, self.log2_table_size,
-                              self.base_resolution, self.finest_resolution)
-        return InstanceField(grid, self.hidden, self.layers, self.backend)
+        values = dataclasses.asdict(self)
+        grid = HashGridConfig(**{f.name: values.pop(f.name) for f in dataclasses.fields(HashGridConfig)})
+        return InstanceField(grid=grid, **values)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +43,9 @@ Perceptual = Callable[[Tensor, Tensor], Tensor]  # images (B,3,H,W) in [0,1] -> 
 class DistillConfig(FitConfig):
     """The distillation schedule (paper preset: 3000 iterations, bootstrap for the first 1000)."""
 
-    mode: str = "multistep"
-    """multistep (SparseFusion: regress multi-step denoised targets) or sds; reconstruct sets it from `mode`."""
+    mode: Literal["multistep", "sds"] = "multistep"
+    """multistep (SparseFusion: regress multi-step denoised targets) or sds; reconstruct sets it from `mode`
+    (and refuses `distill.mode` in its configs)."""
     iters: int = 3000
     """Iterations (each one input-view step and one fusion step)."""
     bootstrap_iters: int = 1000

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from scenes.render import BOX_HALF_SIZE, Composite, ray_box_intersect, render_rays
 
+SamplerName = Literal["auto", "dense", "occgrid"]  # ray samplers (auto: occgrid on CUDA with nerfacc, else dense)
+SAMPLERS = get_args(SamplerName)
+
 
 @dataclass
 class SamplerConfig:
     """Where samples go along each ray."""
 
-    name: str = "auto"
+    name: SamplerName = "auto"
     """dense (stratified + importance, any device), occgrid (nerfacc occupancy grid, CUDA) or auto."""
     n_coarse: int = 64
     """dense: stratified samples per ray (no gradient)."""
@@ -133,4 +137,4 @@ def make_sampler(cfg: SamplerConfig, device: torch.device | str = "cpu",
         return OccGridSampler(cfg, half_size, device)
     if name == "dense":
         return DenseSampler(cfg, half_size)
-    raise ValueError(f"unknown sampler {cfg.name!r} (dense, occgrid or auto)")
+    raise ValueError(f"unknown sampler {cfg.name!r} ({', '.join(SAMPLERS)})")

@@ -15,6 +15,8 @@ from baselines.pixelnerf import PixelNeRF
 from pipelines.cli import main
 from scenes.cameras import intrinsics_from_fov, look_at
 
+SMALL = {"image_size": 32, "backbone": "resnet18", "width": 16, "n_blocks": 3, "combine_layer": 2}  # a small field
+
 
 def ring(n: int, size: int = 32, distance: float = 3.0):
     """n cameras on a ring around the origin, looking at it."""
@@ -42,7 +44,7 @@ def test_a_point_on_a_pixel_ray_samples_that_pixel():
 
 def test_pixelnerf_is_invariant_to_the_order_of_input_views():
     torch.manual_seed(0)
-    model = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4).eval()
+    model = PixelNeRF(**SMALL, n_coarse=8, n_fine=4).eval()
     for p in model.field.parameters():  # leave the zero-initialised residual branches: break the symmetry
         p.data.normal_(0, 0.3)
     model.field.mlp.lin_out.bias.data[3] += 10.0  # dense enough that the render shows the features
@@ -59,7 +61,7 @@ def test_pixelnerf_is_invariant_to_the_order_of_input_views():
 
 def _tiny_dfm(seed: int = 0) -> DFM:
     torch.manual_seed(seed)
-    model = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8).eval()
+    model = DFM(**SMALL, render_features=4, time_dim=8, n_coarse=8, n_fine=4, n_cond=8).eval()
     for p in list(model.field.parameters()) + list(model.cond_field.parameters()):
         p.data.normal_(0, 0.3)
     for field in (model.field, model.cond_field):
@@ -101,8 +103,8 @@ def test_dfm_warm_start_reproduces_pixelnerf_features(high_res):
     import torch.nn.functional as F
 
     torch.manual_seed(0)
-    pn = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4, norm="group").eval()
-    dfm = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8, high_res=high_res).eval()
+    pn = PixelNeRF(**SMALL, n_coarse=8, n_fine=4, norm="group").eval()
+    dfm = DFM(**SMALL, render_features=4, time_dim=8, n_coarse=8, n_fine=4, n_cond=8, high_res=high_res).eval()
     assert dfm.warm_start(pn) > 0
     images, cams = torch.rand(2, 3, 32, 32), ring(2)
     with torch.no_grad():

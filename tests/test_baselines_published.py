@@ -19,6 +19,8 @@ from baselines.pixelnerf import PixelNeRF
 from scenes.cameras import Cameras, intrinsics_from_fov, look_at
 from scenes.encoding import harmonic_embedding
 
+SMALL = {"image_size": 32, "backbone": "resnet18", "width": 16, "n_blocks": 3, "combine_layer": 2}  # a small field
+
 
 def ring(n: int, size: int = 32, distance: float = 3.0) -> Cameras:
     a = torch.arange(n, dtype=torch.float32) * 2 * math.pi / n
@@ -29,8 +31,8 @@ def ring(n: int, size: int = 32, distance: float = 3.0) -> Cameras:
 def _pair(norm: str = "group", high_res: bool = True, seed: int = 0) -> tuple[PixelNeRF, DFM]:
     """A tiny pixelNeRF and a DFM of matching structure."""
     torch.manual_seed(seed)
-    pn = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4, norm=norm)
-    dfm = DFM(32, "resnet18", 16, 3, 2, 4, 8, 8, 4, 8, norm=norm, high_res=high_res)
+    pn = PixelNeRF(**SMALL, n_coarse=8, n_fine=4, norm=norm)
+    dfm = DFM(**SMALL, render_features=4, time_dim=8, n_coarse=8, n_fine=4, n_cond=8, norm=norm, high_res=high_res)
     return pn, dfm
 
 
@@ -210,7 +212,8 @@ def test_the_feature_enters_before_every_block_up_to_the_mean_as_lin_z():
         out = m.lin_out(F.relu(m.blocks[4](m.blocks[3](x))))
     torch.testing.assert_close(rgb, torch.sigmoid(out[:, :3]))
     torch.testing.assert_close(sigma, F.relu(out[:, 3]))
-    assert PixelNeRF(32, "resnet18", 16, 5, 3).field.injections == 3  # the default: blocks 0-2
+    deep = {**SMALL, "n_blocks": 5, "combine_layer": 3}
+    assert PixelNeRF(**deep).field.injections == 3  # the default: blocks 0-2
 
 
 def test_positional_frequencies_are_one_and_a_half_times_powers_of_two():
@@ -247,7 +250,7 @@ def test_models_saved_before_the_new_options_load_as_they_were_trained(kind, tmp
 
     cls, load = (PixelNeRF, load_pixelnerf) if kind == "pixelnerf" else (DFM, load_dfm)
     torch.manual_seed(0)
-    old = cls(32, "resnet18", 16, 3, 2, **cls.LEGACY_CONFIG).eval()
+    old = cls(**SMALL, **cls.LEGACY_CONFIG).eval()
     old.save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     for k in cls.LEGACY_CONFIG:  # as a config.json written before the options existed
@@ -264,7 +267,7 @@ def test_a_checkpoint_that_does_not_fit_is_a_clear_error(tmp_path):
     from baselines.load import load_pixelnerf
     from scenes.errors import UserError
 
-    PixelNeRF(32, "resnet18", 16, 3, 2, norm="group").save_pretrained(tmp_path / "m")
+    PixelNeRF(**SMALL, norm="group").save_pretrained(tmp_path / "m")
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "norm": "batch"}))
     with pytest.raises(UserError, match="cannot load the PixelNeRF"):
@@ -275,11 +278,11 @@ def test_warm_start_needs_a_pixelnerf_of_the_same_structure(tmp_path):
     from pipelines.training.dfm import DFMModelConfig, check_warm_start
     from scenes.errors import UserError
 
-    pn = PixelNeRF(32, "resnet18", 16, 3, 2, norm="group", use_viewdirs=False)
+    pn = PixelNeRF(**SMALL, norm="group", use_viewdirs=False)
     m = DFMModelConfig(backbone="resnet18", width=16, n_blocks=3, combine_layer=2)
     with pytest.raises(UserError, match="use_viewdirs: False vs True"):
         check_warm_start(pn, m, "somewhere")
-    check_warm_start(PixelNeRF(32, "resnet18", 16, 3, 2, norm="group"), m, "somewhere")
+    check_warm_start(PixelNeRF(**SMALL, norm="group"), m, "somewhere")
 
 
 @pytest.mark.parametrize("density", ["relu", "softplus"])
@@ -287,7 +290,7 @@ def test_a_density_that_starts_negative_everywhere_learns_only_with_softplus(den
     # the demo's collapse: the density's pre-activation started below zero at every point (features
     # all positive, so it is nearly one number everywhere); ReLU then has no gradient: a black render
     torch.manual_seed(0)
-    pn = PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4, norm="group", density=density)
+    pn = PixelNeRF(**SMALL, n_coarse=8, n_fine=4, norm="group", density=density)
     pn.field.mlp.lin_out.bias.data[3] = -3.0
     cams, images = ring(3), torch.rand(3, 3, 32, 32)
     o, d = ring(4)[[3]].rays()
@@ -313,5 +316,5 @@ def test_a_density_that_starts_negative_everywhere_learns_only_with_softplus(den
 
 
 def test_pixelnerf_density_is_softplus_and_old_models_keep_relu():
-    assert PixelNeRF(32, "resnet18", 16, 3, 2).field.density is torch.nn.functional.softplus
+    assert PixelNeRF(**SMALL).field.density is torch.nn.functional.softplus
     assert PixelNeRF.LEGACY_CONFIG["density"] == "relu"

@@ -13,6 +13,8 @@ import torch
 
 from pipelines.cli import main
 
+SMALL = {"image_size": 32, "backbone": "resnet18", "width": 16, "n_blocks": 3, "combine_layer": 2}  # a small field
+
 METHODS = ["nearest-view", "eft", "pixelnerf", "dfm"]
 
 
@@ -29,7 +31,7 @@ def setup(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
     tiny_pipeline().save_pretrained(models / "vldm" / "model")
     torch.manual_seed(0)
-    PixelNeRF(32, "resnet18", 16, 3, 2, 8, 4).save_pretrained(models / "pixelnerf")
+    PixelNeRF(**SMALL, n_coarse=8, n_fine=4).save_pretrained(models / "pixelnerf")
     _tiny_dfm().save_pretrained(models / "dfm")
     return root, models
 

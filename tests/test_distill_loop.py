@@ -26,7 +26,7 @@ def _setup(tmp_path):
     teacher = VLDMTeacher(tiny_pipeline(), inputs.images, inputs.cameras, steps=2)
     teacher.prepare(cameras)
     torch.manual_seed(0)
-    return inputs, cameras, teacher, InstanceField(GRID, hidden=16, backend="torch")
+    return inputs, cameras, teacher, InstanceField(grid=GRID, hidden=16, backend="torch")
 
 
 def test_phases_reuse_and_teacher_cost(tmp_path):

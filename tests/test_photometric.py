@@ -19,7 +19,7 @@ def test_fit_improves_held_out_views(tmp_path):
     train, test = views.select(range(0, 12, 2)), views.select(range(1, 12, 2))
     torch.manual_seed(0)
     grid = HashGridConfig(n_levels=6, features_per_level=2, log2_table_size=12, base_resolution=4, finest_resolution=64)
-    field = InstanceField(grid, hidden=32, backend="torch")
+    field = InstanceField(grid=grid, hidden=32, backend="torch")
     sampler = DenseSampler(SamplerConfig("dense", n_coarse=32, n_fine=16))
     before = psnr(render_views(field, test.cameras, sampler)[0], test.images).mean()
     cfg = PhotometricConfig(iters=150, rays=256, sampler=sampler.cfg, lr_grid=2e-2, lr_mlp=2e-3)

@@ -20,7 +20,7 @@ def _rays(n=64):
 
 def test_dense_sampler_is_render_rays_and_trains_only_the_final_pass():
     torch.manual_seed(0)
-    field = InstanceField(GRID, hidden=16, backend="torch")
+    field = InstanceField(grid=GRID, hidden=16, backend="torch")
     o, d = _rays()
     s = DenseSampler(SamplerConfig("dense", n_coarse=16, n_fine=8))
     out = s.render(field, o, d)

@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     generate(root, **TINY_DATA)
     vae_dir = tmp_path_factory.mktemp("vae")
     torch.manual_seed(0)
-    small_vae((8, 16, 16), sample_size=32).save_pretrained(vae_dir)
+    small_vae(block_out_channels=(8, 16, 16), sample_size=32).save_pretrained(vae_dir)
     return root, vae_dir
 
 

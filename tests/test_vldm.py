@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from test_eft import TINY, ring
-from vldm.diffusion import diffusion_loss, make_scheduler, make_unet, p2_weight, sampler_from
+from vldm.diffusion import diffusion_loss, make_scheduler, make_unet, p2_weight, solver_from
 from vldm.eft import EpipolarFeatureTransformer
 from vldm.pipeline import VLDMPipeline
 
@@ -17,7 +17,7 @@ def tiny_pipeline(seed=0) -> VLDMPipeline:
     vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
                         layers_per_block=1, sample_size=16)
-    unet = make_unet(8, 4, TINY["d_model"], (16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8)
+    unet = make_unet(8, 4, TINY["d_model"], block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8, attention_head_dim=8)
     pipe = VLDMPipeline(EpipolarFeatureTransformer(**TINY), vae, unet, make_scheduler()).to("cpu")
     for m in (pipe.eft, pipe.vae, pipe.unet):
         m.eval()  # as from_pretrained leaves them (BatchNorm uses running statistics)
@@ -35,12 +35,12 @@ def tiny_model_and_sphere(tmp_path_factory, n_seq: int):
     return folder, root
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "plms", "dpm", "ddpm"])
-def test_sampling_shapes_and_seed(sampler):
+@pytest.mark.parametrize("solver", ["ddim", "plms", "dpm", "ddpm"])
+def test_sampling_shapes_and_seed(solver):
     pipe = tiny_pipeline()
     cams = ring(4, size=16)
     imgs = torch.rand(2, 3, 16, 16)
-    run = lambda seed: pipe(imgs, cams[[0, 1]], cams[[2, 3]], num_inference_steps=3, sampler=sampler,
+    run = lambda seed: pipe(imgs, cams[[0, 1]], cams[[2, 3]], num_inference_steps=3, solver=solver,
                             generator=torch.Generator().manual_seed(seed))
     a, b, c = run(0), run(0), run(1)
     assert a.images.shape == (2, 3, 16, 16) and a.eft_rgb.shape == (2, 3, 16, 16)
@@ -65,7 +65,7 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path):
     back = VLDMPipeline.from_pretrained(tmp_path / "model")
     cams = ring(3, size=16)
     imgs = torch.rand(2, 3, 16, 16)
-    kw = dict(num_inference_steps=3, sampler="ddim")
+    kw = dict(num_inference_steps=3, solver="ddim")
     a = pipe(imgs, cams[[0, 1]], cams[[2]], generator=torch.Generator().manual_seed(5), **kw)
     b = back(imgs, cams[[0, 1]], cams[[2]], generator=torch.Generator().manual_seed(5), **kw)
     # identical up to float rounding (reloaded weights may take other kernel paths)
@@ -126,25 +126,25 @@ def test_diffusion_loss_weights_each_repeat_by_its_p2_weight():
     torch.testing.assert_close(loss, (w[:, None, None, None] * noise ** 2).mean())
 
 
-def test_sampler_configs_share_the_training_schedule():
+def test_solver_configs_share_the_training_schedule():
     sched = make_scheduler()
     for name in ("ddim", "plms", "dpm"):
-        s = sampler_from(sched, name)
+        s = solver_from(sched, name)
         assert s.config.beta_schedule == "squaredcos_cap_v2" and s.config.prediction_type == "epsilon"
 
 
 @pytest.mark.parametrize("name", ["ddim", "plms", "dpm", "ddpm"])
 @pytest.mark.parametrize("steps", [3, 25, 50, 500])
-def test_every_sampler_starts_at_the_last_training_timestep(name, steps):
+def test_every_solver_starts_at_the_last_training_timestep(name, steps):
     """Trailing spacing: sampling starts from pure noise at t = 999 (leading would start at 1000 − 1000/steps)."""
-    s = sampler_from(make_scheduler(), name)
+    s = solver_from(make_scheduler(), name)
     s.set_timesteps(steps)
     assert int(s.timesteps[0]) == 999
     assert int(s.timesteps.min()) >= 0 and len(set(s.timesteps.tolist())) >= min(steps, 999) - 1
 
 
-def test_clipped_ancestral_sampler_clips_the_predicted_x0():
-    s = sampler_from(make_scheduler(), "ddpm", clip_x0=10.0)
+def test_clipped_ancestral_solver_clips_the_predicted_x0():
+    s = solver_from(make_scheduler(), "ddpm", clip_x0=10.0)
     s.set_timesteps(500)
     x = torch.zeros(1, 4, 2, 2)
     t = s.timesteps[0]
@@ -156,12 +156,12 @@ def test_sampling_from_t999_clips_x0_by_default():
     """At t = 999 the cosine schedule's ᾱ is ~2e-9: x̂0 must be clipped or an ε error explodes (the default clip)."""
     import inspect
 
-    from vldm.diffusion import SAMPLE_CLIP_X0, make_scheduler, sampler_from
+    from vldm.diffusion import SAMPLE_CLIP_X0, make_scheduler, solver_from
     from vldm.pipeline import VLDMPipeline
 
     assert make_scheduler().alphas_cumprod[999] < 1e-8
     assert inspect.signature(VLDMPipeline.__call__).parameters["clip_x0"].default == SAMPLE_CLIP_X0
-    ddim = sampler_from(make_scheduler(), "ddim", SAMPLE_CLIP_X0)
+    ddim = solver_from(make_scheduler(), "ddim", SAMPLE_CLIP_X0)
     ddim.set_timesteps(25)
     x = torch.zeros(1, 4, 2, 2)
     eps = torch.full_like(x, -0.01)  # a tiny ε error at the first step

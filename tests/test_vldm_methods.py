@@ -100,5 +100,5 @@ def test_vldm_paper_is_the_official_ancestral_sampler(model_and_data):
 
     folder, _ = model_and_data
     method = build_method("vldm-paper", MethodContext(torch.device("cpu"), str(folder)))
-    assert (method.name, method.steps, method.sampler, method.clip_x0) == ("vldm-paper", 500, "ddpm", 10.0)
+    assert (method.name, method.steps, method.solver, method.clip_x0) == ("vldm-paper", 500, "ddpm", 10.0)
     assert build_method("vldm", MethodContext(torch.device("cpu"), str(folder))).steps == 25  # the fast default stays

@@ -178,7 +178,7 @@ def _groups(widths) -> int:
 
 
 # --------------------------------------------------------------------------------- small VAE
-def small_vae(block_out_channels: tuple[int, ...] = (32, 64, 64), latent_channels: int = 4,
+def small_vae(*, block_out_channels: tuple[int, ...] = (32, 64, 64), latent_channels: int = 4,
               layers_per_block: int = 1, sample_size: int = 64) -> AutoencoderKL:
     """A small SD-structured AutoencoderKL (×2^(levels-1) downsampling: 3 levels, 64² → 16²)."""
     widths = [int(c) for c in block_out_channels]

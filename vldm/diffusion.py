@@ -1,4 +1,4 @@
-"""The view-conditioned latent diffusion model: UNet, schedules, training loss and samplers.
+"""The view-conditioned latent diffusion model: UNet, schedules, training loss and solvers.
 
 The UNet sees the noisy latent concatenated with the EFT feature map (conditioning by
 concatenation) and predicts ε. Cosine schedule; conditioning dropout enables
@@ -8,6 +8,7 @@ classifier-free guidance (the default scale 1 applies none).
 from __future__ import annotations
 
 import inspect
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +19,11 @@ from torch import Tensor
 
 from scenes.errors import UserError
 
-SAMPLERS = {"ddim": DDIMScheduler, "plms": PNDMScheduler, "dpm": DPMSolverMultistepScheduler,
-            "ddpm": DDPMScheduler}
+Solver = Literal["ddim", "plms", "dpm", "ddpm"]  # the diffusion solvers of sampling from noise
+SOLVERS = {"ddim": DDIMScheduler, "plms": PNDMScheduler, "dpm": DPMSolverMultistepScheduler, "ddpm": DDPMScheduler}
 
 
-def make_unet(sample_size: int, latent_channels: int, cond_channels: int,
+def make_unet(sample_size: int, latent_channels: int, cond_channels: int, *,
               block_out_channels: tuple[int, ...] = (256, 512, 1024, 1024), layers_per_block: int = 2,
               norm_num_groups: int = 32, attention_head_dim: int = 64) -> UNet2DModel:
     """UNet2DModel with (latent + cond) input channels, self-attention at the lowest level and the middle."""
@@ -50,23 +51,23 @@ against 12.9 dB clipped, obj_800-801). Latents have unit std (the fitted scaling
 ±4 keeps every plausible value."""
 
 
-def sampler_from(scheduler, name: str, clip_x0: float | None = None):
-    """A sampling scheduler (ddim, plms, dpm, ddpm) sharing the training scheduler's schedule.
+def solver_from(scheduler, name: str, clip_x0: float | None = None):
+    """A solver (a sampling scheduler: ddim, plms, dpm, ddpm) sharing the training scheduler's schedule.
 
-    Timesteps are spaced ``trailing``, so every sampler starts at the last training timestep
+    Timesteps are spaced ``trailing``, so every solver starts at the last training timestep
     (t = 999 of 1000, ᾱ ≈ 0) whatever the number of steps; diffusers' default ``leading``
     spacing would start at 1000 − 1000/steps (t = 960 for 25 steps). ``clip_x0`` clips the
-    predicted x̂0 to ±clip_x0 at every step (the official sampler: ±10 on the latents).
+    predicted x̂0 to ±clip_x0 at every step (the official solver: ±10 on the latents).
     """
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler {name!r} (one of {', '.join(SAMPLERS)})")
+    if name not in SOLVERS:
+        raise UserError(f"unknown solver {name!r} (one of {', '.join(SOLVERS)})")
     # as keyword arguments: diffusers drops config keys that were defaults (`_use_default_values`)
     options = {"timestep_spacing": "trailing", "steps_offset": 0}
     if name == "plms":
         options["skip_prk_steps"] = True
     if clip_x0 is not None:
         options.update(clip_sample=True, clip_sample_range=float(clip_x0))
-    return SAMPLERS[name].from_config(scheduler.config, **options)
+    return SOLVERS[name].from_config(scheduler.config, **options)
 
 
 def p2_weight(alphas_cumprod: Tensor, gamma: float = 0.5, k: float = 1.0) -> Tensor:
@@ -106,8 +107,8 @@ def diffusion_loss(unet: UNet2DModel, scheduler: DDPMScheduler, latents: Tensor,
     return (err * w).sum() / w.sum().clamp_min(1.0)
 
 
-def _step_kwargs(sampler, generator) -> dict:
-    return {"generator": generator} if "generator" in inspect.signature(sampler.step).parameters else {}
+def _step_kwargs(solver, generator) -> dict:
+    return {"generator": generator} if "generator" in inspect.signature(solver.step).parameters else {}
 
 
 def guided_eps(unet: UNet2DModel, x: Tensor, t, cond: Tensor, guidance_scale: float = 1.0) -> Tensor:
@@ -120,23 +121,23 @@ def guided_eps(unet: UNet2DModel, x: Tensor, t, cond: Tensor, guidance_scale: fl
 
 
 @torch.no_grad()
-def sample_latents(unet: UNet2DModel, sampler, cond: Tensor, latent_channels: int, steps: int = 25,
+def sample_latents(unet: UNet2DModel, solver, cond: Tensor, latent_channels: int, steps: int = 25,
                    guidance_scale: float = 1.0, generator: torch.Generator | None = None,
                    progress: bool = False) -> Tensor:
-    """Draw latents (B, c, h, w) for conditioning maps cond (B, C, h, w) in ``steps`` sampler steps."""
+    """Draw latents (B, c, h, w) for conditioning maps cond (B, C, h, w) in ``steps`` solver steps."""
     B, _, h, w = cond.shape
-    sampler.set_timesteps(steps, device=cond.device)
+    solver.set_timesteps(steps, device=cond.device)
     x = torch.randn((B, latent_channels, h, w), generator=generator, device=cond.device, dtype=cond.dtype)
-    x = x * sampler.init_noise_sigma
-    timesteps = sampler.timesteps
+    x = x * solver.init_noise_sigma
+    timesteps = solver.timesteps
     if progress:
         from tqdm import tqdm
 
         timesteps = tqdm(timesteps, desc="sampling", leave=False)
     for t in timesteps:
-        x_in = sampler.scale_model_input(x, t)
+        x_in = solver.scale_model_input(x, t)
         eps = guided_eps(unet, x_in, t, cond, guidance_scale)
-        x = sampler.step(eps, t, x, **_step_kwargs(sampler, generator)).prev_sample
+        x = solver.step(eps, t, x, **_step_kwargs(solver, generator)).prev_sample
     return x
 
 

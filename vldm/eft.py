@@ -84,6 +84,7 @@ class EpipolarFeatureTransformer(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
+        *,
         backbone: str = "resnet18",
         d_model: int = 256,
         n_layers: int = 4,

@@ -16,7 +16,7 @@ from torch import Tensor
 from scenes.cameras import Cameras, resize_views
 
 from .autoencoder import decode
-from .diffusion import SAMPLE_CLIP_X0, sample_latents, sampler_from
+from .diffusion import SAMPLE_CLIP_X0, sample_latents, solver_from
 from .eft import EpipolarFeatureTransformer
 
 
@@ -72,12 +72,12 @@ class VLDMPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def __call__(self, context_images: Tensor, context_cameras: Cameras, query_cameras: Cameras,
-                 num_inference_steps: int = 25, sampler: str = "ddim", guidance_scale: float = 1.0,
+                 num_inference_steps: int = 25, solver: str = "ddim", guidance_scale: float = 1.0,
                  generator: torch.Generator | None = None, chunk: int = 8,
                  clip_x0: float | None = SAMPLE_CLIP_X0) -> VLDMOutput:
         """Sample one image per query camera from context images (V, 3, H, W) in [0, 1] (x̂0 clipped to ±clip_x0)."""
         cond, rgb = self.condition(context_images, context_cameras, query_cameras, chunk)
-        sched = sampler_from(self.scheduler, sampler, clip_x0)
+        sched = solver_from(self.scheduler, solver, clip_x0)
         latents = torch.cat([
             sample_latents(self.unet, sched, cond[i:i + chunk].to(self.unet.dtype),
                            self.unet.config.out_channels, num_inference_steps, guidance_scale, generator)

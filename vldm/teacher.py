@@ -22,7 +22,7 @@ from .diffusion import denoise_from, guided_eps, timestep_index
 from .pipeline import VLDMPipeline
 from .solvers import stochastic_plms_calls, stochastic_plms_from
 
-SOLVERS = ("ddim", "dpm", "plms-stochastic")
+SOLVERS = ("ddim", "dpm", "plms-stochastic")  # pipelines.reconstruction.fit.TeacherSolver checks configs against these
 
 
 def _noise(shape, like: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -1,8 +1,12 @@
 """Typed configs: dataclasses loaded from YAML presets with ``key.sub=value`` overrides.
 
 Every field carries a docstring line (the string right below it), shown by ``--show-config``.
-A misspelled key or a wrong type is a :class:`UserError`; the resolved config is saved beside
-every output as ``config.yaml``.
+A misspelled key or a wrong type is a :class:`UserError`; so is a value outside an ``Enum``
+field's names (``scenes.choices``), which the message lists. A renamed key still loads: a config
+class lists ``RENAMED: ClassVar[dict[old, new]]`` (keys relative to it) and an old key is moved to
+its new name with one warning (saved ``config.yaml`` files keep loading). A key that the config
+sets itself from another one (``DERIVED: ClassVar[dict[key, why]]``) is refused when given. The
+resolved config is saved beside every output as ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from scenes.assets import resolve, shipped
@@ -40,15 +45,92 @@ def preset_path(command: str, preset: str) -> Path:
     return path
 
 
+def _nested_table(cls: type, attribute: str, prefix: str = "", values_are_keys: bool = False) -> dict[str, str]:
+    """A class table (``RENAMED`` or ``DERIVED``) of ``cls`` and its nested config dataclasses, keys dotted."""
+    table = getattr(cls, attribute, {})
+    out = {prefix + k: (prefix + v if values_are_keys else v) for k, v in table.items()}
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(sub):
+            out.update(_nested_table(type(sub), attribute, f"{prefix}{f.name}.", values_are_keys))
+    return out
+
+
+def renamed_keys(cls: type) -> dict[str, str]:
+    """Old dotted key -> new dotted key for ``cls`` and its nested config dataclasses (their ``RENAMED``)."""
+    return _nested_table(cls, "RENAMED", values_are_keys=True)
+
+
+def derived_keys(cls: type) -> dict[str, str]:
+    """Dotted key -> why it is not given (the config sets it) for ``cls`` and its nested dataclasses (``DERIVED``)."""
+    return _nested_table(cls, "DERIVED")
+
+
+def _refuse_derived(keys: list[str], derived: dict[str, str], where: str) -> None:
+    for key in keys:
+        if key in derived:
+            raise UserError(f"config key {key!r}{where} cannot be given: {derived[key]}")
+
+
+def _dotted(tree: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a nested dict (leaves and inner nodes)."""
+    out = []
+    for k, v in tree.items():
+        out.append(prefix + str(k))
+        if isinstance(v, dict):
+            out.extend(_dotted(v, f"{prefix}{k}."))
+    return out
+
+
+def _rename_tree(tree: dict, renamed: dict[str, str], where: str) -> dict:
+    """Move every old key of a nested dict to its new dotted place (UserError when both are given)."""
+    moved = []
+    for old, new in renamed.items():
+        *path, leaf = old.split(".")
+        node = tree
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        *path, leaf = new.split(".")
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        if leaf in node:
+            raise UserError(f"config key {old!r}{where} is the old name of {new!r}, which is also given: keep one")
+        node[leaf] = value
+        moved.append(f"{old!r} is now {new!r}")
+    if moved:
+        warnings.warn(f"renamed config keys{where}, read under their new names: {'; '.join(moved)}", stacklevel=3)
+    return tree
+
+
+def _rename_override(item: str, renamed: dict[str, str]) -> str:
+    key, value = item.split("=", 1)
+    if key in renamed:
+        warnings.warn(f"renamed config key, read under its new name: {key!r} is now {renamed[key]!r}", stacklevel=3)
+        return f"{renamed[key]}={value}"
+    return item
+
+
 def load_config(cls: type[T], yaml_path: Path | None = None, overrides: list[str] = ()) -> T:
     """Build ``cls`` from its defaults, then a YAML file, then ``key=value`` overrides."""
     cfg = OmegaConf.structured(cls)
+    renamed, derived = renamed_keys(cls), derived_keys(cls)
     try:
         if yaml_path is not None:
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(yaml_path))
+            loaded = OmegaConf.load(yaml_path)
+            if (renamed or derived) and isinstance(loaded, DictConfig):
+                tree = _rename_tree(OmegaConf.to_container(loaded), renamed, f" in {yaml_path}")
+                _refuse_derived(_dotted(tree), derived, f" in {yaml_path}")
+                loaded = OmegaConf.create(tree)
+            cfg = OmegaConf.merge(cfg, loaded)
         for item in overrides:
             if "=" not in item:
                 raise UserError(f"override {item!r} is not of the form key=value")
+            item = _rename_override(item, renamed)
+            _refuse_derived([item.split("=", 1)[0]], derived, "")
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([item]))
         return OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:

@@ -1,7 +1,7 @@
 """Stage-1 methods in the evaluation harness: ``eft`` (the EFT's RGB head) and ``vldm`` (one sample per target).
 
 ``vldm`` draws each sample with 25 deterministic DDIM steps (the fast default); ``vldm-paper``
-with the official sampler of the paper's VLDM-only row: 500 ancestral DDPM steps with x̂0
+with the official solver of the paper's VLDM-only row: 500 ancestral DDPM steps with x̂0
 clipped to ±10 (500 UNet evaluations per target view).
 """
 
@@ -20,14 +20,14 @@ class _VLDMMethod:
 
     name = "vldm"
 
-    def __init__(self, context: MethodContext, steps: int = 25, sampler: str = "ddim", guidance: float = 1.0,
+    def __init__(self, context: MethodContext, steps: int = 25, solver: str = "ddim", guidance: float = 1.0,
                  pipe=None, clip_x0: float | None = None):
         from vldm.load import load_vldm
 
         self.pipe = pipe if pipe is not None else load_vldm(context.checkpoint, context.device)
         self.device = context.device
         self.seed = context.seed
-        self.steps, self.sampler, self.guidance, self.clip_x0 = steps, sampler, guidance, clip_x0
+        self.steps, self.solver, self.guidance, self.clip_x0 = steps, solver, guidance, clip_x0
 
     def _model_inputs(self, inputs: Views, targets: Cameras) -> tuple[Tensor, Cameras, Cameras]:
         images, cameras = self.pipe.at_image_size(inputs.images, inputs.cameras)
@@ -57,7 +57,7 @@ class VLDMSampleMethod(_VLDMMethod):
     def predict(self, inputs: Views, targets: Cameras) -> Tensor:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)
-        out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, sampler=self.sampler,
+        out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, solver=self.solver,
                         guidance_scale=self.guidance, generator=g,
                         **({} if self.clip_x0 is None else {"clip_x0": self.clip_x0}))  # None: the pipeline's default
         self.last_stats = {"unet_evaluations": self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)}
@@ -76,6 +76,6 @@ def _vldm(context: MethodContext) -> VLDMSampleMethod:
 
 @register("vldm-paper")
 def _vldm_paper(context: MethodContext) -> VLDMSampleMethod:
-    method = VLDMSampleMethod(context, steps=500, sampler="ddpm", clip_x0=10.0)
+    method = VLDMSampleMethod(context, steps=500, solver="ddpm", clip_x0=10.0)
     method.name = "vldm-paper"
     return method

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar, Literal, get_args
 
 import torch
 
@@ -26,7 +26,9 @@ from scenes.errors import UserError
 from scenes.io import atomic_path
 from scenes.normalize import circle_path
 
-MODES = ("sparsefusion", "sds", "photometric")
+Mode = Literal["sparsefusion", "sds", "photometric"]  # a typo fails when the config loads
+MODES = get_args(Mode)
+TeacherSolver = Literal["ddim", "dpm", "plms-stochastic"]  # vldm.teacher.SOLVERS (a test keeps the two equal)
 
 
 @dataclass
@@ -37,7 +39,7 @@ class TeacherConfig:
     """Denoising steps per target (with steps_per_t > 0: the most a target takes)."""
     steps_per_t: float = 0.0
     """> 0: a render noised to t takes min(int(steps_per_t·t), steps) steps (official: 100, 50); 0: `steps`."""
-    solver: str = "ddim"
+    solver: TeacherSolver = "ddim"
     """ddim, dpm (DPM-Solver++ 2M; deterministic, 1 UNet call a step) or plms-stochastic (official, steps + 1)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance (1: none; otherwise 2 UNet evaluations per call)."""
@@ -47,7 +49,10 @@ class TeacherConfig:
 class FitSceneConfig:
     """Everything that decides how one scene is fitted."""
 
-    mode: str = "sparsefusion"
+    DERIVED: ClassVar[dict[str, str]] = {"distill.mode": "fit_scene sets it from `mode` (sparsefusion: multistep, "
+                                                         "sds: sds); set `mode` instead"}
+
+    mode: Mode = "sparsefusion"
     """sparsefusion (multi-step distillation), sds (score distillation) or photometric (no teacher)."""
     field: FieldConfig = dc_field(default_factory=FieldConfig)
     """Instance field size and backend."""
@@ -59,7 +64,7 @@ class FitSceneConfig:
     """VLDM teacher settings."""
     circle_views: int = 50
     """Fusion cameras on a circle fitted to the cameras (plus the inputs and any given targets)."""
-    circle_fit: str = "inputs"
+    circle_fit: Literal["inputs", "all"] = "inputs"
     """Cameras the circle is fitted to: inputs, or all (the inputs and the given targets: the official fit)."""
     circle_jitter: float = 0.0
     """Elevation jitter of each circle camera, uniform in ± this many radians (official: 0.17)."""

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
+from pipelines.training.model_config import model_kwargs
 from pipelines.training.pixelnerf import check_injections
 from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
@@ -37,7 +38,7 @@ from scenes.training import TrainViews, cameras_of, collate_single, fixed_exampl
 
 @dataclass
 class DFMModelConfig:
-    """Model sizes (presets scale widths and samples, not the structure)."""
+    """Model sizes: ``DFM``'s constructor keywords under its names, less image_size (data.image_size)."""
 
     backbone: str = "resnet34"
     """ResNet of the time-conditioned encoder: resnet34 or resnet18 (must match a warm-start pixelNeRF)."""
@@ -120,10 +121,7 @@ def build_model(cfg: TrainDFMConfig):
     if cfg.patch > size:
         raise UserError(f"patch={cfg.patch} is larger than data.image_size={size}")
     check_injections(m.feature_injections, m.combine_layer, m.n_blocks)
-    model = DFM(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.render_features, m.time_dim,
-                m.n_coarse, m.n_fine, m.n_cond, norm=m.norm, high_res=m.high_res,
-                feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
-                use_viewdirs=m.use_viewdirs, density=m.density)
+    model = DFM(**model_kwargs(m, DFM, {"image_size": size}))
     if cfg.warm_start:
         from baselines.load import load_pixelnerf
 

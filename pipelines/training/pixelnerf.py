@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
+from pipelines.training.model_config import model_kwargs
 from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
 from pipelines.training.trainer import Trainer
@@ -27,7 +28,8 @@ from scenes.training import TrainViews, cameras_of, collate_single, fixed_exampl
 
 @dataclass
 class PixelNeRFModelConfig:
-    """Model sizes (presets scale widths and samples, not the structure)."""
+    """Model sizes: ``PixelNeRF``'s constructor keywords under its names, less image_size (data.image_size),
+    plus the init-only ``backbone_weights``."""
 
     backbone: str = "resnet34"
     """Feature encoder: resnet34 (pixelNeRF) or resnet18."""
@@ -55,6 +57,9 @@ class PixelNeRFModelConfig:
     density: str = "softplus"
     """Density activation: softplus (never without a gradient) or relu (official; died in the first steps of
     the demo from a random encoder: a black render)."""
+
+
+INIT_ONLY = ("backbone_weights",)  # model fields that start the weights and are not saved in config.json
 
 
 @dataclass
@@ -101,9 +106,7 @@ def build_model(cfg: TrainPixelNeRFConfig):
     if not 0 <= m.combine_layer <= m.n_blocks:
         raise UserError(f"model.combine_layer={m.combine_layer} must lie in [0, model.n_blocks={m.n_blocks}]")
     check_injections(m.feature_injections, m.combine_layer, m.n_blocks)
-    model = PixelNeRF(size, m.backbone, m.width, m.n_blocks, m.combine_layer, m.n_coarse, m.n_fine, norm=m.norm,
-                      feature_injections=m.feature_injections, pos_freq_factor=m.pos_freq_factor,
-                      use_viewdirs=m.use_viewdirs, density=m.density)
+    model = PixelNeRF(**model_kwargs(m, PixelNeRF, {"image_size": size}, init_only=INIT_ONLY))
     if weights:
         model.encoder = PixelFeatureEncoder(m.backbone, weights, norm=m.norm)
     else:

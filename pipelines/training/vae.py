@@ -20,6 +20,7 @@ from torch import nn
 
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import machine_info, output_dir
+from pipelines.training.model_config import model_kwargs
 from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
 from pipelines.training.trainer import Trainer
@@ -30,7 +31,8 @@ from scenes.io import set_usual_mode, write_json
 
 @dataclass
 class VAEModelConfig:
-    """Sizes of the small AutoencoderKL (SD structure: ResNet levels, mid attention, 2^(levels-1) downsampling)."""
+    """Sizes of the small AutoencoderKL (SD structure: ResNet levels, mid attention, 2^(levels-1) downsampling):
+    ``small_vae``'s keywords (AutoencoderKL's config names), less sample_size (data.image_size)."""
 
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
     """Channels per level; 3 levels downsample 4× (64² images -> 16² latents)."""
@@ -217,8 +219,7 @@ def run(cfg: TrainVAEConfig) -> dict:
     frames = TrainFrames(FrameStore(dataset, train_seqs, d.options(), cache=cfg.cache))
 
     torch.manual_seed(cfg.train.seed)
-    vae = small_vae(tuple(cfg.model.block_out_channels), cfg.model.latent_channels,
-                    cfg.model.layers_per_block, d.image_size)
+    vae = small_vae(**model_kwargs(cfg.model, small_vae, {"sample_size": d.image_size}))
     if cfg.train.init_from:
         init_from_model(cfg.train.init_from, {"": vae})
     trainer = Trainer(cfg.train, {"vae": VAEWithKL(vae)}, out)

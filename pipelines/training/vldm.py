@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from pipelines.common.data_config import DataConfig
 from pipelines.common.runtime import output_dir
+from pipelines.training.model_config import model_kwargs
 from pipelines.training.run_config import save_run_config
 from pipelines.training.train_config import TrainConfig
 from pipelines.training.trainer import Trainer
@@ -28,33 +30,62 @@ from scenes.training import TrainViews, cameras_of, collate_examples, fixed_exam
 
 
 @dataclass
+class EFTConfig:
+    """The epipolar feature transformer: ``EpipolarFeatureTransformer``'s constructor keywords and saved config."""
+
+    backbone: str = "resnet18"
+    """ResNet of the feature encoder (resnet18 or resnet34)."""
+    d_model: int = 256
+    """EFT transformer width (= feature-map channels fed to the UNet)."""
+    n_layers: int = 4
+    """Layers of each of the three EFT transformers."""
+    n_heads: int = 1
+    """Attention heads in the EFT transformers."""
+    ffn_dim: int = 256
+    """Feed-forward width in the EFT transformers."""
+    dropout: float = 0.1
+    """Dropout in the EFT transformers."""
+    n_samples: int = 20
+    """Depth samples per query ray."""
+    n_freqs: int = 6
+    """Harmonic-embedding frequencies of the ray and depth inputs."""
+    depth_radius: float = 1.5
+    """Depth samples span the camera-to-origin distance ± this."""
+
+
+@dataclass
+class UNetConfig:
+    """The denoising UNet: ``make_unet``'s keywords, saved under these names in the UNet's config.json."""
+
+    block_out_channels: list[int] = field(default_factory=lambda: [256, 512, 1024, 1024])
+    """UNet block widths; attention at the last level and the middle."""
+    layers_per_block: int = 2
+    """ResNet blocks per UNet level."""
+    norm_num_groups: int = 32
+    """GroupNorm groups in the UNet (must divide every width)."""
+    attention_head_dim: int = 64
+    """Attention head width in the UNet."""
+
+
+@dataclass
 class VLDMModelConfig:
     """Model sizes (presets scale widths, depths and resolution, not the structure)."""
 
     vae: str = "checkpoints/demo/vae/model"
     """Frozen autoencoder: a diffusers AutoencoderKL folder or a Stable Diffusion checkpoint file."""
     backbone_weights: str | None = None
-    """EFT encoder init: imagenet (torchvision's ResNet-18 file in the torch hub folder), a weights file, or random / null."""
-    d_model: int = 256
-    """EFT transformer width (= feature-map channels fed to the UNet)."""
-    eft_layers: int = 4
-    """Layers of each of the three EFT transformers."""
-    eft_heads: int = 1
-    """Attention heads in the EFT transformers."""
-    eft_ffn: int = 256
-    """Feed-forward width in the EFT transformers."""
-    eft_dropout: float = 0.1
-    """Dropout in the EFT transformers."""
-    eft_samples: int = 20
-    """Depth samples per query ray."""
-    unet_channels: list[int] = field(default_factory=lambda: [256, 512, 1024, 1024])
-    """UNet block widths; attention at the last level and the middle."""
-    unet_layers_per_block: int = 2
-    """ResNet blocks per UNet level."""
-    unet_norm_groups: int = 32
-    """GroupNorm groups in the UNet (must divide every width)."""
-    unet_head_dim: int = 64
-    """Attention head width in the UNet."""
+    """EFT encoder init: imagenet (torchvision's file in the torch hub folder), a weights file, or random / null."""
+    eft: EFTConfig = field(default_factory=EFTConfig)
+    """Epipolar feature transformer sizes (its config.json keys)."""
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    """UNet sizes (its config.json keys; sample size, input and output channels follow the VAE and eft.d_model)."""
+
+    # keys before the model's own names were used (the saved checkpoints/demo/vldm/config.yaml has them)
+    RENAMED: ClassVar[dict[str, str]] = {
+        "d_model": "eft.d_model", "eft_layers": "eft.n_layers", "eft_heads": "eft.n_heads", "eft_ffn": "eft.ffn_dim",
+        "eft_dropout": "eft.dropout", "eft_samples": "eft.n_samples", "unet_channels": "unet.block_out_channels",
+        "unet_layers_per_block": "unet.layers_per_block", "unet_norm_groups": "unet.norm_num_groups",
+        "unet_head_dim": "unet.attention_head_dim"}
 
 
 @dataclass
@@ -108,20 +139,18 @@ def build_pipeline(cfg: TrainVLDMConfig):
     from vldm.pipeline import VLDMPipeline
 
     m = cfg.model
-    weights = resolve_backbone_weights("resnet18", m.backbone_weights)  # before any slow loading
+    weights = resolve_backbone_weights(m.eft.backbone, m.backbone_weights)  # before any slow loading
     vae = load_vae(m.vae)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     size = cfg.data.image_size
     if size is None or size % factor:
         raise UserError(f"data.image_size must be set and divisible by the VAE factor {factor} (got {size})")
-    eft = EpipolarFeatureTransformer(d_model=m.d_model, n_layers=m.eft_layers, n_heads=m.eft_heads,
-                                     ffn_dim=m.eft_ffn, dropout=m.eft_dropout, n_samples=m.eft_samples)
+    eft = EpipolarFeatureTransformer(**model_kwargs(m.eft, EpipolarFeatureTransformer))
     if weights:
-        eft.encoder = PixelFeatureEncoder("resnet18", weights)
+        eft.encoder = PixelFeatureEncoder(m.eft.backbone, weights)
     else:
         print("EFT backbone: no ImageNet weights given (model.backbone_weights), starting from random weights")
-    unet = make_unet(size // factor, vae.config.latent_channels, m.d_model, tuple(m.unet_channels),
-                     m.unet_layers_per_block, m.unet_norm_groups, m.unet_head_dim)
+    unet = make_unet(size // factor, vae.config.latent_channels, m.eft.d_model, **model_kwargs(m.unet, make_unet))
     vae.requires_grad_(False).eval()
     return VLDMPipeline(eft, vae, unet, make_scheduler())
 
