@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from omegaconf import OmegaConf
 
+from pipelines.common.config import to_yaml
 from pipelines.training.run_config import config_changes, save_run_config
 from pipelines.training.train_config import TrainConfig
 from scenes.errors import UserError
@@ -55,3 +57,17 @@ def test_config_changes_lists_added_and_removed_keys():
     saved = "model:\n  width: 8\n  depth: 2\ntrain:\n  lr: 0.001\n"
     changes = config_changes(saved, _RunConfig())
     assert any(c.startswith("model.depth: 2 -> '<absent>'") for c in changes)
+
+
+def test_a_run_saved_under_old_key_names_is_the_same_run():
+    from pipelines.training.vldm import TrainVLDMConfig
+
+    config = TrainVLDMConfig()
+    tree = OmegaConf.to_container(OmegaConf.create(to_yaml(config)))
+    tree["model"]["d_model"] = tree["model"]["eft"].pop("d_model")  # the name before the nesting
+    saved = OmegaConf.to_yaml(OmegaConf.create(tree))
+    with pytest.warns(UserWarning, match="'model.d_model' is now 'model.eft.d_model'"):
+        assert config_changes(saved, config) == []
+    tree["model"]["d_model"] += 1
+    with pytest.warns(UserWarning):
+        assert config_changes(OmegaConf.to_yaml(OmegaConf.create(tree)), config)[0].startswith("model.eft.d_model")

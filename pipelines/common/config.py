@@ -106,6 +106,11 @@ def _rename_tree(tree: dict, renamed: dict[str, str], where: str) -> dict:
     return tree
 
 
+def with_new_names(tree: dict, cls: type, where: str = "") -> dict:
+    """A nested config dict (e.g. a saved run's ``config.yaml``) with ``cls``'s renamed keys moved to their new names."""
+    return _rename_tree(tree, renamed_keys(cls), where)
+
+
 def _rename_override(item: str, renamed: dict[str, str]) -> str:
     key, value = item.split("=", 1)
     if key in renamed:

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from pipelines.common.config import save_config, to_yaml
+from pipelines.common.config import save_config, to_yaml, with_new_names
 from pipelines.training.trainer import resume_checkpoint
 from scenes.errors import UserError
 
@@ -36,8 +36,12 @@ def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def config_changes(saved_yaml: str, config: Any) -> list[str]:
-    """``key: saved → new`` for every key, outside :data:`MAY_CHANGE_ON_RESUME`, that differs."""
-    saved = _flat(OmegaConf.to_container(OmegaConf.create(saved_yaml)))
+    """``key: saved → new`` for every key, outside :data:`MAY_CHANGE_ON_RESUME`, that differs.
+
+    The saved keys are read under their current names first (a run saved before a key was renamed
+    is the same run)."""
+    saved_tree = OmegaConf.to_container(OmegaConf.create(saved_yaml))
+    saved = _flat(with_new_names(saved_tree, type(config), " in the saved run's config.yaml"))
     new = _flat(OmegaConf.to_container(OmegaConf.create(to_yaml(config))))
     keys = sorted((saved.keys() | new.keys()) - MAY_CHANGE_ON_RESUME)
     return [f"{k}: {saved.get(k, '<absent>')!r} -> {new.get(k, '<absent>')!r}"
