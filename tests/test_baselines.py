@@ -148,7 +148,7 @@ def trained(data, tmp_path_factory):
                  "--resume", "latest"]) == 0
     settings = ["train.val_every=2", "train.ema=true", "val_subset=fewview_train", "val_split=train", "val_examples=2"]
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "2",
-                 "--warm-start", str(pn), "train.sample_every=2", *settings]) == 0
+                 "--warm-start", str(pn), "train.preview_every=2", *settings]) == 0
     # a resume repeats the run's settings (config.yaml is checked); the warm start and previews may differ
     assert main(["train-dfm", "--config", "tiny", "--data", str(data), "--out", str(dfm), "--steps", "4",
                  "--resume", "latest", *settings]) == 0

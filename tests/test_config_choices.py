@@ -71,3 +71,11 @@ def test_renamed_vldm_keys_still_load_with_a_warning(tmp_path):
     both.write_text("model:\n  eft_layers: 2\n  eft:\n    n_layers: 3\n")
     with pytest.raises(UserError, match="old name of 'model.eft.n_layers', which is also given"):
         load_config(TrainVLDMConfig, both)
+
+
+def test_the_preview_cadence_keeps_its_old_name_with_a_warning():
+    from pipelines.training.pixelnerf import TrainPixelNeRFConfig
+
+    with pytest.warns(UserWarning, match="'train.sample_every' is now 'train.preview_every'"):
+        cfg = load_config(TrainPixelNeRFConfig, None, ["train.sample_every=3"])
+    assert cfg.train.preview_every == 3

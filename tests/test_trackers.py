@@ -19,8 +19,8 @@ def _cfg(**kw) -> TrainConfig:
     return TrainConfig(**{"steps": 20, "lr": 0.05, "batch_size": 2, "save_every": 0, "log_every": 5, **kw})
 
 
-def _sampler(out):
-    def sample(models, step):  # what the train-* samplers do: a grid PNG per sampling step
+def _preview(out):
+    def sample(models, step):  # what the train-* previews do: a grid PNG per sampling step
         grid = np.zeros((8, 12, 3), np.float32)
         grid[:, : step // 2] = 1.0  # a different picture per step
         write_image(out / "samples" / f"step-{step:07d}.png", grid)
@@ -35,8 +35,8 @@ def test_tensorboard_gets_the_log_jsonl_scalars_and_the_sample_grids(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     (out / "config.yaml").write_text("train:\n  lr: 0.05\n  log_with: tensorboard\nmodel:\n  widths: [8, 16]\n")
-    Trainer(_cfg(log_with="tensorboard", sample_every=10), {"net": linear()}, out).fit(
-        Points(), step_fn(), sample_fn=_sampler(out))
+    Trainer(_cfg(log_with="tensorboard", preview_every=10), {"net": linear()}, out).fit(
+        Points(), step_fn(), preview_fn=_preview(out))
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     runs = list((out / "tensorboard" / "run").glob("events.out.tfevents.*"))
     assert len(runs) == 1

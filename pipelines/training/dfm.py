@@ -240,11 +240,11 @@ def make_val(examples: list[dict], scheduler):
     return val
 
 
-def make_sampler(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
-    """Periodic sample grids: per row two contexts, ground truth, a ``steps``-step DDIM sample."""
+def make_preview(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
+    """Periodic preview grids: per row two contexts, ground truth, a ``steps``-step DDIM sample."""
     from baselines.dfm_sampling import sample_oneshot
 
-    def sample(models, step_index):
+    def preview(models, step_index):
         net = models["dfm"]
         rows = []
         for i in range(n):
@@ -259,7 +259,7 @@ def make_sampler(dataset: TrainViews, out: Path, steps: int = 10, n: int = 2):
         rows = [F.pad(r, (0, width - r.shape[2])) for r in rows]
         write_image(out / "samples" / f"step-{step_index:07d}.png", torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
 
-    return sample
+    return preview
 
 
 def _perceptual(cfg: TrainDFMConfig):
@@ -301,8 +301,8 @@ def run(cfg: TrainDFMConfig) -> dict:
                                          cfg.min_frames, cfg.frames_per_sample,
                                          (cfg.contexts_min + 1, cfg.contexts_max + 1), cfg.train.seed),
                           model.scheduler)
-    sampler = make_sampler(views, out) if cfg.train.sample_every else None
+    preview = make_preview(views, out) if cfg.train.preview_every else None
     step = make_step(cfg, model.scheduler, _perceptual(cfg))
-    result = trainer.fit(views, step, collate_fn=collate_single, sample_fn=sampler, final_fn=final, val_fn=val_fn)
+    result = trainer.fit(views, step, collate_fn=collate_single, preview_fn=preview, final_fn=final, val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

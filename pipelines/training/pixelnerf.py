@@ -168,10 +168,10 @@ def make_val(examples: list[dict]):
     return val
 
 
-def make_sampler(dataset: TrainViews, out: Path, n: int = 2):
-    """Periodic sample grids: per row two context views, ground truth, pixelNeRF render."""
+def make_preview(dataset: TrainViews, out: Path, n: int = 2):
+    """Periodic preview grids: per row two context views, ground truth, pixelNeRF render."""
 
-    def sample(models, step_index):
+    def preview(models, step_index):
         net = models["pixelnerf"]
         rows = []
         for i in range(n):
@@ -183,7 +183,7 @@ def make_sampler(dataset: TrainViews, out: Path, n: int = 2):
             rows.append(torch.cat(tiles, dim=2))
         write_image(out / "samples" / f"step-{step_index:07d}.png", torch.cat(rows, dim=1).permute(1, 2, 0).numpy())
 
-    return sample
+    return preview
 
 
 def run(cfg: TrainPixelNeRFConfig) -> dict:
@@ -209,8 +209,8 @@ def run(cfg: TrainPixelNeRFConfig) -> dict:
     def final(models, ema_models, folder):
         (ema_models or models)["pixelnerf"].save_pretrained(Path(folder) / "model")
 
-    sampler = make_sampler(views, out) if cfg.train.sample_every else None
-    result = trainer.fit(views, make_step(cfg), collate_fn=collate_single, sample_fn=sampler, final_fn=final,
+    preview = make_preview(views, out) if cfg.train.preview_every else None
+    result = trainer.fit(views, make_step(cfg), collate_fn=collate_single, preview_fn=preview, final_fn=final,
                          val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result

@@ -19,7 +19,7 @@ from scenes.errors import UserError
 
 MAY_CHANGE_ON_RESUME = frozenset({
     "out", "train.resume", "train.steps", "train.init_from", "train.log_every", "train.val_every",
-    "train.save_every", "train.keep_last", "train.log_with", "train.sample_every", "warm_start",
+    "train.save_every", "train.keep_last", "train.log_with", "train.preview_every", "warm_start",
 })
 """Dotted keys a resumed run may set differently: duration, logging, preview and checkpoint cadence,
 and where the first step's weights came from (``init_from``, ``warm_start``: the checkpoint's replace them)."""

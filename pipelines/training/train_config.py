@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -16,6 +17,8 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 @dataclass
 class TrainConfig:
     """Optimisation, checkpoints and logging of a training run (shared by every train-* command)."""
+
+    RENAMED: ClassVar[dict[str, str]] = {"sample_every": "preview_every"}
 
     steps: int = 1000
     """Optimizer steps in total (a resumed run counts the steps done before it)."""
@@ -41,8 +44,8 @@ class TrainConfig:
     """Checkpoints kept: the newest N."""
     log_every: int = 10
     """Write a line to log.jsonl every N optimizer steps."""
-    sample_every: int = 0
-    """Call the sampler every N optimizer steps on the main process (0: never)."""
+    preview_every: int = 0
+    """Write a preview image (``samples/step-N.png``: the model's output on two training views) every N optimizer steps (0: never)."""
     seed: int = 0
     """Seed of the data order and of each process's random numbers (seed + process index)."""
     num_workers: int = 0
@@ -68,7 +71,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.mixed_precision in MIXED_PRECISION, f"train.mixed_precision must be one of {', '.join(MIXED_PRECISION)}"),
         (0 < cfg.ema_decay < 1, "train.ema_decay must be in (0, 1)"), (cfg.save_every >= 0, "train.save_every must be >= 0"),
         (cfg.keep_last >= 1, "train.keep_last must be >= 1"), (cfg.log_every >= 1, "train.log_every must be >= 1"),
-        (cfg.sample_every >= 0, "train.sample_every must be >= 0"), (cfg.num_workers >= 0, "train.num_workers must be >= 0"),
+        (cfg.preview_every >= 0, "train.preview_every must be >= 0"), (cfg.num_workers >= 0, "train.num_workers must be >= 0"),
         (cfg.max_grad_norm >= 0, "train.max_grad_norm must be >= 0"),
         (cfg.lr_schedule in LR_SCHEDULES, f"train.lr_schedule must be one of {', '.join(LR_SCHEDULES)}"),
         (0 <= cfg.lr_min_ratio <= 1, "train.lr_min_ratio must be in [0, 1]"),

@@ -147,7 +147,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, dataset, step_fn: Callable[[dict, object, int], dict], collate_fn=None,
-            sample_fn: Callable[[dict, int], None] | None = None,
+            preview_fn: Callable[[dict, int], None] | None = None,
             final_fn: Callable[[dict, dict | None, Path], None] | None = None,
             val_fn: Callable[[dict], dict] | None = None) -> dict:
         """Train to ``cfg.steps``; returns a summary (steps, seconds, images/s, last loss, out).
@@ -155,11 +155,11 @@ class Trainer:
         ``step_fn(models, batch, step)`` gets the prepared models (call them; use ``unwrapped``
         for attributes) and returns ``loss`` plus optional scalar logs and ``images`` (the
         number of images in the batch, for images/s; default: the batch size).
-        ``sample_fn(unwrapped_models, step)`` runs on the main process, in eval mode, without
+        ``preview_fn(unwrapped_models, step)`` runs on the main process, in eval mode, without
         gradients and on its own random stream. ``final_fn(unwrapped_models, ema_models, out)``
         runs once at the end on the main process (``ema_models`` is None without EMA).
         ``val_fn(unwrapped_models) -> {name: float}`` is the fixed validation loss: run like
-        ``sample_fn`` every ``val_every`` steps (and before the first step of a fresh run); its
+        ``preview_fn`` every ``val_every`` steps (and before the first step of a fresh run); its
         values go to ``log.jsonl`` as ``val_<name>`` rows.
         """
         cfg, acc = self.cfg, self.accelerator
@@ -208,8 +208,8 @@ class Trainer:
                     bar.set_postfix(loss=f"{last['loss']:.4g}", img_s=f"{last['images_per_s']:.1f}")
                 if cfg.save_every and self.step % cfg.save_every == 0:
                     self.save_checkpoint(time.perf_counter() - t_start)
-                if sample_fn is not None and cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self._sample(sample_fn)
+                if preview_fn is not None and cfg.preview_every and self.step % cfg.preview_every == 0:
+                    self._preview(preview_fn)
                     trackers.log_sample(acc, self.out, self.step)
                 if do_val and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
                     self._validate(val_fn, log)
@@ -293,23 +293,23 @@ class Trainer:
         run saves (the live weights' loss is the one to compare runs by, per example seen).
         """
         values = {}
-        self._sample(lambda models, step: values.update(val_fn(models)))
+        self._preview(lambda models, step: values.update(val_fn(models)))
         if self.is_main and self.ema:
-            self._sample(lambda models, step: values.update({f"ema_{k}": v for k, v in val_fn(models).items()}),
+            self._preview(lambda models, step: values.update({f"ema_{k}": v for k, v in val_fn(models).items()}),
                          self.ema_models())
         if self.is_main:
             row = {"step": self.step, **{f"val_{k}": float(v) for k, v in values.items()}}
             log.write(row)
             trackers.log_row(self.accelerator, row)
 
-    def _sample(self, sample_fn, models: dict[str, nn.Module] | None = None) -> None:
+    def _preview(self, preview_fn, models: dict[str, nn.Module] | None = None) -> None:
         if self.is_main:
             models = self.unwrapped if models is None else models
             for n in self.trainable:
                 models[n].eval()
             devices = [torch.cuda.current_device()] if self.accelerator.device.type == "cuda" else []
             with torch.no_grad(), torch.random.fork_rng(devices=devices):
-                sample_fn(models, self.step)
+                preview_fn(models, self.step)
             for n in self.trainable:
                 models[n].train()
 

@@ -220,10 +220,10 @@ def make_val(pipe, cfg: TrainVLDMConfig, examples: list[dict]):
     return val
 
 
-def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
-    """Periodic sample grids: per row context views, ground truth, EFT RGB, a 25-step DDIM sample."""
+def make_preview(pipe, dataset: TrainViews, out: Path, n: int = 2):
+    """Periodic preview grids: per row context views, ground truth, EFT RGB, a 25-step DDIM sample."""
 
-    def sample(models, step_index):
+    def preview(models, step_index):
         rows = []
         for i in range(n):
             ex = dataset.example(i, epoch=0)
@@ -236,7 +236,7 @@ def make_sampler(pipe, dataset: TrainViews, out: Path, n: int = 2):
         grid = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()
         write_image(out / "samples" / f"step-{step_index:07d}.png", grid)
 
-    return sample
+    return preview
 
 
 def run(cfg: TrainVLDMConfig) -> dict:
@@ -262,8 +262,8 @@ def run(cfg: TrainVLDMConfig) -> dict:
         pipe.eft, pipe.unet = best["eft"], best["unet"]
         pipe.save_pretrained(Path(folder) / "model")
 
-    sampler = make_sampler(pipe, views, out) if cfg.train.sample_every else None
-    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_examples, sample_fn=sampler, final_fn=final,
+    preview = make_preview(pipe, views, out) if cfg.train.preview_every else None
+    result = trainer.fit(views, make_step(pipe, cfg), collate_fn=collate_examples, preview_fn=preview, final_fn=final,
                          val_fn=val_fn)
     print(f"model in {out / 'model'}")
     return result
