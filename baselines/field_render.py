@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from scenes.cameras import Cameras
-from scenes.render import render_coarse_fine
+from scenes.render import render_coarse_fine, render_image_chunks
 
 from .pixel_field import PixelAlignedField, ViewFeatures
 
@@ -64,15 +64,12 @@ def render_views(field: PixelAlignedField, views: ViewFeatures, targets: Cameras
 
     ``random_fine``: importance samples at random quantiles (DFM), else at fixed mid-quantiles.
     """
-    o, d = targets.rays()  # (T, H, W, 3)
-    o, d = o.reshape(-1, 3).to(views.maps), d.reshape(-1, 3).to(views.maps)
     views = field.project_maps(views)
-    parts = [render_field(field, views, o[i:i + chunk], d[i:i + chunk], n_coarse, n_fine, projected=True,
-                          random_fine=random_fine, generator=generator)
-             for i in range(0, o.shape[0], chunk)]
-    T, H, W = len(targets), targets.height, targets.width
 
-    def image(key: str) -> Tensor:
-        return torch.cat([getattr(p, key) for p in parts]).reshape(T, H, W, -1).permute(0, 3, 1, 2)
+    def chunk_fn(o: Tensor, d: Tensor) -> dict[str, Tensor]:
+        r = render_field(field, views, o, d, n_coarse, n_fine, projected=True, random_fine=random_fine,
+                         generator=generator)
+        return {"rgb": r.rgb, "depth": r.depth, "opacity": r.opacity, "features": r.features}
 
-    return FieldImages(image("rgb"), image("depth"), image("opacity"), image("features"))
+    images = render_image_chunks(targets, chunk_fn, chunk, device=views.maps.device)
+    return FieldImages(images["rgb"], images["depth"], images["opacity"], images["features"])

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from scenes.cameras import Cameras
+from scenes.render import render_image_chunks
 
 from .sampler import DenseSampler, OccGridSampler
 
@@ -16,13 +17,13 @@ def render_images(field: nn.Module, cameras: Cameras, sampler: Sampler, chunk: i
                   stratified: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """RGB (N, 3, H, W), depth (N, 1, H, W) and opacity (N, 1, H, W) of full images (differentiable)."""
     dev = next(field.parameters()).device
-    o, d = cameras.to(dev).rays()
-    o, d = o.reshape(-1, 3).float(), d.reshape(-1, 3).float()
-    parts = [sampler.render(field, o[i:i + chunk], d[i:i + chunk], stratified=stratified)
-             for i in range(0, o.shape[0], chunk)]
-    N, H, W = len(cameras), cameras.height, cameras.width
-    img = lambda key, c: torch.cat([getattr(p, key) for p in parts]).reshape(N, H, W, c).permute(0, 3, 1, 2)
-    return img("rgb", 3), img("depth", 1), img("opacity", 1)
+
+    def chunk_fn(o: Tensor, d: Tensor) -> dict[str, Tensor]:
+        r = sampler.render(field, o, d, stratified=stratified)
+        return {"rgb": r.rgb, "depth": r.depth, "opacity": r.opacity}
+
+    images = render_image_chunks(cameras.to(dev), chunk_fn, chunk)
+    return images["rgb"], images["depth"], images["opacity"]
 
 
 @torch.no_grad()

@@ -8,11 +8,14 @@ plain PyTorch and runs on the CPU.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from nerfacc import accumulate_along_rays, render_weight_from_density
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from scenes.cameras import Cameras
 
 BOX_HALF_SIZE = 1.5  # normalised scenes lie well inside [-1.5, 1.5]³
 
@@ -164,3 +167,21 @@ def render_coarse_fine(
     random_fine = stratified if random_fine is None else random_fine
     fine_edges = importance_edges(edges, coarse.weights, n_fine, random_fine, generator)
     return coarse, _render_samples(field, origins, directions, fine_edges, hit, background)
+
+
+def render_image_chunks(cameras: "Cameras", render_chunk: Callable[[Tensor, Tensor], dict[str, Tensor]],
+                        chunk: int = 4096, device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """Whole images at ``cameras``, their rays rendered ``chunk`` at a time.
+
+    ``render_chunk(origins (R, 3), directions (R, 3)) -> {name: (R, C)}``; returns
+    ``{name: (N, C, H, W)}`` for the N cameras. The one image renderer of the toolkit: the
+    distilled field's and the baselines' both go through it.
+    """
+    o, d = cameras.rays()  # (N, H, W, 3)
+    o, d = o.reshape(-1, 3).float(), d.reshape(-1, 3).float()
+    if device is not None:
+        o, d = o.to(device), d.to(device)
+    parts = [render_chunk(o[i:i + chunk], d[i:i + chunk]) for i in range(0, o.shape[0], chunk)]
+    N, H, W = len(cameras), cameras.height, cameras.width
+    return {k: torch.cat([p[k] for p in parts]).reshape(N, H, W, v.shape[-1]).permute(0, 3, 1, 2)
+            for k, v in parts[0].items()}

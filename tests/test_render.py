@@ -92,3 +92,20 @@ def test_render_rays_of_a_solid_sphere():
     assert abs(out.depth[0].item() - 2.5) < 0.03  # front surface at z = -0.5
     torch.testing.assert_close(out.rgb[0], torch.tensor([1.0, 0.5, 0.0]), atol=1e-3, rtol=0)
     torch.testing.assert_close(out.rgb[1], torch.zeros(3))
+
+
+def test_image_chunks_put_every_ray_at_its_pixel_whatever_the_chunk():
+    from scenes.cameras import Cameras, intrinsics_from_fov
+    from scenes.render import render_image_chunks
+
+    g = torch.Generator().manual_seed(0)
+    R = torch.linalg.qr(torch.randn(2, 3, 3, generator=g))[0]
+    cams = Cameras(R, torch.randn(2, 3, generator=g), intrinsics_from_fov(40, 5, 7)[None].expand(2, 3, 3), 5, 7)
+    o, d = cams.rays()  # (2, 5, 7, 3)
+    fn = lambda o_, d_: {"d": d_, "sum": (o_ + d_).sum(-1, keepdim=True), "none": d_[:, :0]}  # noqa: E731
+    whole = render_image_chunks(cams, fn, chunk=70)
+    for chunk in (1, 13):
+        parts = render_image_chunks(cams, fn, chunk=chunk)
+        assert all(torch.equal(parts[k], whole[k]) for k in whole)
+    assert torch.equal(whole["d"], d.permute(0, 3, 1, 2))  # (N, C, H, W), pixel (i, j) at [..., i, j]
+    assert whole["sum"].shape == (2, 1, 5, 7) and whole["none"].shape == (2, 0, 5, 7)
