@@ -20,13 +20,18 @@ PRIMES = (1, 2654435761, 805459861)
 
 @dataclass(frozen=True, kw_only=True)
 class HashGridConfig:
-    """Sizes of a hash grid (paper preset: 16 levels × 2 features, 2^16 entries, base 16)."""
+    """Sizes of a hash grid (paper preset: 16 levels × 2 features, 2^16 entries, base 16).
+
+    The defaults are the one place for the paper's grid; ``FieldConfig`` takes its own from here.
+    The finest resolution is over the whole scene box: the official 2048 per unit of half-size
+    (tcnn's ``desired_resolution = 2048 · bound``) times the box half-size 1.5.
+    """
 
     n_levels: int = 16
     features_per_level: int = 2
     log2_table_size: int = 16
     base_resolution: int = 16
-    finest_resolution: int = 2048
+    finest_resolution: int = 3072
 
     @property
     def growth(self) -> float:

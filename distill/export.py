@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from scenes.io import atomic_path
+from scenes.render import BOX_HALF_SIZE
 
 
 
@@ -53,7 +54,7 @@ def density_grid(field: nn.Module, resolution: int, half_size: float, chunk: int
 
 @torch.no_grad()
 def extract_mesh(field: nn.Module, resolution: int = 128, threshold: float = 10.0,
-                 half_size: float = 1.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                 half_size: float = BOX_HALF_SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Marching cubes on the density grid at ``threshold``: vertices (V, 3), faces (F, 3), colours (V, 3) uint8.
 
     Vertices are in the field's (normalised) frame; colours are the field's colour at each vertex.

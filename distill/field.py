@@ -95,16 +95,16 @@ class FieldConfig:
 
     backend: Backend = "auto"
     """Hash-grid backend: torch (pure PyTorch), tcnn (tiny-cuda-nn, CUDA) or auto."""
-    n_levels: int = 16
+    n_levels: int = HashGridConfig.n_levels
     """Hash-grid levels."""
-    features_per_level: int = 2
+    features_per_level: int = HashGridConfig.features_per_level
     """Features per level."""
-    log2_table_size: int = 16
+    log2_table_size: int = HashGridConfig.log2_table_size
     """log2 of the entries per level's table."""
-    base_resolution: int = 16
+    base_resolution: int = HashGridConfig.base_resolution
     """Coarsest grid resolution over the scene box."""
-    finest_resolution: int = 3072
-    """Finest grid resolution over the scene box (≈ 2048 × box half-size)."""
+    finest_resolution: int = HashGridConfig.finest_resolution
+    """Finest grid resolution over the scene box (2048 × box half-size, as official)."""
     hidden: int = 64
     """MLP width."""
     layers: int = 3

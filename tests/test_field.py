@@ -53,3 +53,14 @@ def test_field_config_names_are_the_grid_and_field_keywords():
     assert f.mlp[0].in_features == 3 * 2 and f.mlp[0].out_features == 8 and len(f.mlp) == 3
     with pytest.raises(TypeError):
         InstanceField(HashGridConfig())  # keyword-only
+
+
+def test_the_default_field_is_the_default_field_config():
+    """One paper grid: InstanceField(), FieldConfig().build() and HashGridConfig() agree, 2048 per unit half-size."""
+    from distill.field import FieldConfig
+    from scenes.render import BOX_HALF_SIZE
+
+    built, plain = FieldConfig(backend="torch").build(), InstanceField(backend="torch")
+    assert built.encoding.config == plain.encoding.config == HashGridConfig()
+    assert HashGridConfig().finest_resolution == 2048 * BOX_HALF_SIZE
+    assert [tuple(p.shape) for p in built.mlp.parameters()] == [tuple(p.shape) for p in plain.mlp.parameters()]
