@@ -22,3 +22,35 @@ def test_lookups_load_the_learned_methods_and_name_the_known_ones():
     assert {"eft", "vldm", "pixelnerf", "dfm", "sparsefusion-fast"} <= set(available_methods())
     with pytest.raises(UserError, match="available: .*nearest-view"):
         build_method("nearest-veiw", MethodContext(torch.device("cpu")))
+
+
+def test_the_methods_that_build_a_3d_scene_say_so():
+    """SceneMethod (render_scene) is declared by the 3D methods and by no image method."""
+    from pipelines.harness.baseline_methods import DFMMethod, PixelNeRFMethod
+    from pipelines.harness.methods import NearestView, SceneMethod
+    from pipelines.harness.sparsefusion_methods import SparseFusionMethod
+    from pipelines.harness.vldm_methods import EFTMethod, VLDMSampleMethod
+
+    def bare(cls):  # an instance without loading weights
+        return object.__new__(cls)
+
+    assert all(isinstance(bare(c), SceneMethod) for c in (PixelNeRFMethod, DFMMethod, SparseFusionMethod))
+    assert not any(isinstance(bare(c), SceneMethod) for c in (NearestView, EFTMethod, VLDMSampleMethod))
+
+
+def test_nearest_view_returns_a_prediction_of_the_nearest_input():
+    import torch
+
+    from pipelines.harness.methods import NearestView, Prediction
+    from scenes.cameras import look_at
+    from scenes.co3d import Views
+
+    eyes = torch.tensor([[3.0, 0, 0], [0, 3, 0], [-3, 0, 0]])
+    K = torch.tensor([[8.0, 0, 4], [0, 8, 4], [0, 0, 1]])
+    cams = look_at(eyes, torch.zeros(3), torch.tensor([0, 0, 1.0]), K, 8, 8)
+    images = torch.rand(2, 3, 8, 8)
+    ones = torch.ones(2, 1, 8, 8)
+    inputs = Views(images, ones, ones, cams[[0, 1]], [0, 1], ["a", "b"])
+    out = NearestView().predict(inputs, cams[[2, 1]])  # the target opposite input 0 is nearest input 1's
+    assert isinstance(out, Prediction) and out.opacity is None and out.stats == {}
+    assert torch.equal(out.images, images[[1, 1]])

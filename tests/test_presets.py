@@ -44,6 +44,6 @@ def test_sparsefusion_paper_runs_in_the_harness_with_the_official_teacher(model_
     ds = CO3DDataset(root, "toys")
     views = ds.load(ds.sequences("fewview_dev", "test")[0], CO3DOptions(image_size=16))
     with torch.no_grad():
-        pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
-    assert pred.shape == (2, 3, 16, 16) and torch.isfinite(pred).all()
-    assert 0 <= method.last_stats["unet_evaluations"] <= 3 * 51  # 3 targets of min(int(100t), 50) + 1 calls
+        out = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
+    assert out.images.shape == (2, 3, 16, 16) and torch.isfinite(out.images).all()
+    assert 0 <= out.stats["unet_evaluations"] <= 3 * 51  # 3 targets of min(int(100t), 50) + 1 calls

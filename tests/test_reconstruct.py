@@ -182,7 +182,7 @@ def test_bad_custom_input_is_one_line_exit_2(model_and_data, tmp_path, capsys, c
 def test_sparsefusion_method_in_the_harness(model_and_data):
     import torch
 
-    from pipelines.harness.methods import MethodContext, build_method
+    from pipelines.harness.methods import MethodContext, SceneMethod, build_method
     from scenes.co3d import CO3DDataset, CO3DOptions
 
     folder, root = model_and_data
@@ -192,10 +192,12 @@ def test_sparsefusion_method_in_the_harness(model_and_data):
     ds = CO3DDataset(root, "toys")
     views = ds.load(ds.sequences("fewview_dev", "test")[0], CO3DOptions(image_size=16))
     with torch.no_grad():  # as the harness calls it
-        pred = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
+        out = method.predict(views.select([0, 3]), views.select([1, 2]).cameras)
+    pred, opacity = out.images, out.opacity
     assert pred.shape == (2, 3, 16, 16) and 0 <= pred.min() and pred.max() <= 1
-    assert method.last_stats == {"unet_evaluations": 1 * 2, "iterations": 4}  # 3 fusion steps, reuse 3: 1 target
-    assert method.last_opacity.shape == (2, 1, 16, 16) and 0 <= method.last_opacity.min() <= method.last_opacity.max() <= 1
+    assert out.stats == {"unet_evaluations": 1 * 2, "iterations": 4}  # 3 fusion steps, reuse 3: 1 target
+    assert opacity.shape == (2, 1, 16, 16) and 0 <= opacity.min() <= opacity.max() <= 1
+    assert isinstance(method, SceneMethod) and method.render_scene(views.select([1]).cameras).shape == (1, 3, 16, 16)
 
 
 def test_the_committed_mesh_opens_and_has_the_recorded_size():

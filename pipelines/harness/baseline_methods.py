@@ -2,8 +2,8 @@
 
 ``dfm`` samples one target view with DDIM (the target least seen by the inputs: the one whose
 viewing direction is farthest from every input's), then renders every target camera from the
-field of the last denoising step, the sampled 3D scene, at the model's image size. Both set
-``last_opacity``, the rendered opacity at the targets (for the silhouette IoU).
+field of the last denoising step, the sampled 3D scene, at the model's image size. Both return
+the rendered opacity at the targets (for the silhouette IoU).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import MethodContext, at_target_size, register
+from pipelines.harness.method_api import MethodContext, Prediction, SceneMethod, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -22,7 +22,7 @@ def least_seen(inputs: Cameras, targets: Cameras) -> int:
     return int(sim.max(dim=1).values.argmin())
 
 
-class PixelNeRFMethod:
+class PixelNeRFMethod(SceneMethod):
     """pixelNeRF rendered at every target camera (inputs resized to the model's size)."""
 
     name = "pixelnerf"
@@ -34,11 +34,10 @@ class PixelNeRFMethod:
         self.device = context.device
 
     @torch.no_grad()
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
         self.last_inputs = inputs
-        self.last_stats = {"field_renders": len(targets)}
-        rgb, self.last_opacity = self._render(targets)
-        return rgb
+        rgb, opacity = self._render(targets)
+        return Prediction(rgb, opacity, {"field_renders": len(targets)})
 
     def _render(self, cameras: Cameras) -> tuple[Tensor, Tensor]:
         images = self.last_inputs.images.to(self.device)
@@ -51,7 +50,7 @@ class PixelNeRFMethod:
         return self._render(cameras)[0]
 
 
-class DFMMethod:
+class DFMMethod(SceneMethod):
     """One DFM sample (DDIM, ``steps``) of the least-seen target, then the sampled scene at every target."""
 
     name = "dfm"
@@ -63,16 +62,15 @@ class DFMMethod:
         self.device, self.seed, self.steps = context.device, context.seed, steps
 
     @torch.no_grad()
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
         from baselines.dfm_sampling import sample_oneshot
 
         k = least_seen(inputs.cameras, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)
         sample = sample_oneshot(self.model, inputs.images, inputs.cameras.to(self.device), targets[[k]], self.steps, g)
         self.last_scene = sample.scene
-        pred, self.last_opacity = self._render(targets, g)
-        self.last_stats = {"field_renders": sample.renders + len(targets), "denoised_target": k}
-        return pred
+        pred, opacity = self._render(targets, g)
+        return Prediction(pred, opacity, {"field_renders": sample.renders + len(targets), "denoised_target": k})
 
     def _render(self, cameras: Cameras, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         s = self.model.config.image_size

@@ -22,7 +22,7 @@ from pipelines.common.processes import processes
 from pipelines.common.runtime import machine_info, output_dir
 from pipelines.harness.evaluate import EvaluateConfig, evaluate, markdown_table, read_predictions, scalar_metrics
 from pipelines.harness.grid import image_grid, with_column_labels
-from pipelines.harness.methods import Method, available_methods
+from pipelines.harness.methods import Method, SceneMethod, available_methods
 from scenes.errors import CheckpointMissing, UserError
 from scenes.io import write_image, write_json
 from scenes.normalize import circle_path
@@ -85,7 +85,7 @@ def _turntable_hook(cfg: CompareConfig):
     from distill.export import to_uint8, write_videos
 
     def hook(scene: EvalScene, method: Method, out: Path) -> None:
-        if scene.index >= cfg.turntable_scenes or not hasattr(method, "render_scene"):
+        if scene.index >= cfg.turntable_scenes or not isinstance(method, SceneMethod):
             return
         cams = circle_path(scene.inputs.cameras, cfg.turntable_frames)
         with torch.no_grad():

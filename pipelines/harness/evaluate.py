@@ -96,11 +96,11 @@ def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Met
     torch.manual_seed(cfg.seed + scene.index)
     start = time.perf_counter()
     with torch.no_grad():
-        pred = method.predict(scene.inputs, gt.cameras.to(device)).float().cpu().clamp(0, 1)
+        prediction = method.predict(scene.inputs, gt.cameras.to(device))
     seconds = time.perf_counter() - start
+    pred, opacity = prediction.images.float().cpu().clamp(0, 1), prediction.opacity
     if pred.shape != gt.images.shape:
         raise RuntimeError(f"{cfg.method} returned {tuple(pred.shape)} for targets {tuple(gt.images.shape)}")
-    opacity = getattr(method, "last_opacity", None)
     if opacity is not None:
         opacity = opacity.float().cpu()
         if opacity.shape != gt.masks.shape:
@@ -110,7 +110,7 @@ def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Met
         "scene": scene.name, "index": scene.index, "seconds": seconds,
         "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
         "silhouette_from": "image" if opacity is None else "opacity",
-        **getattr(method, "last_stats", {}),
+        **prediction.stats,
         **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
         "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
     }

@@ -6,8 +6,8 @@ and returns one image per target camera.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -25,20 +25,35 @@ class MethodContext:
     seed: int = 0
 
 
+@dataclass
+class Prediction:
+    """What a method returns for one scene: its images and what it knows beyond them."""
+
+    images: Tensor
+    """(T, 3, H, W) in [0, 1], one per target camera, at the targets' size."""
+    opacity: Tensor | None = None
+    """(T, 1, H, W) in [0, 1] from methods that render opacity: the silhouette IoU uses it (opacity
+    > 0.5) instead of the image (any channel > 0.1)."""
+    stats: dict[str, int | float] = field(default_factory=dict)
+    """Counts the harness adds to the scene's row (e.g. ``unet_evaluations``)."""
+
+
 class Method(Protocol):
-    """A novel-view method: input views + target cameras -> images."""
+    """A novel-view method: input views + target cameras -> a :class:`Prediction`."""
 
     name: str
 
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
-        """Images (T, 3, H, W) in [0, 1], one per target camera, at the targets' size.
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
+        """The targets' images (and opacity, stats) from the inputs alone."""
+        ...
 
-        A method may set ``last_stats`` (e.g. ``{"unet_evaluations": n}``): the harness adds
-        it to the scene's row. A method that renders opacity sets ``last_opacity`` (T, 1, H, W)
-        in [0, 1] at the targets' size in every ``predict``: the silhouette IoU uses it (opacity
-        > 0.5) instead of the image (any channel > 0.1). A 3D method also has ``render_scene(cameras) -> images``: the
-        3D scene it built in its last ``predict``, rendered at any cameras (turntables).
-        """
+
+@runtime_checkable
+class SceneMethod(Method, Protocol):
+    """A method that builds a 3D scene in ``predict``: that scene can be rendered anywhere (turntables)."""
+
+    def render_scene(self, cameras: Cameras) -> Tensor:
+        """Images (N, 3, H, W) in [0, 1] of the last ``predict``'s scene at any cameras."""
         ...
 
 

@@ -1,19 +1,20 @@
 """The method registry's lookups, with the learned methods loaded on demand, and the ``nearest-view`` floor.
 
 Implementations register themselves with :func:`pipelines.harness.method_api.register`; this module
-re-exports that interface (``Method``, ``MethodContext``, ``at_target_size``) for the harness.
+re-exports that interface (``Method``, ``SceneMethod``, ``Prediction``, ``MethodContext``,
+``at_target_size``) for the harness.
 """
 
 from __future__ import annotations
 
-from torch import Tensor
-
-from pipelines.harness.method_api import REGISTRY, Method, MethodContext, at_target_size, register
+from pipelines.harness.method_api import (REGISTRY, Method, MethodContext, Prediction, SceneMethod, at_target_size,
+                                          register)
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.errors import UserError
 
-__all__ = ["Method", "MethodContext", "at_target_size", "available_methods", "build_method", "register"]
+__all__ = ["Method", "MethodContext", "Prediction", "SceneMethod", "at_target_size", "available_methods",
+           "build_method", "register"]
 
 
 def _load_plugins() -> None:
@@ -40,10 +41,10 @@ class NearestView:
 
     name = "nearest-view"
 
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
         sim = targets.forward.to(inputs.cameras.R) @ inputs.cameras.forward.T  # (T, V)
         nearest = sim.argmax(dim=1)
-        return at_target_size(inputs.images[nearest], targets)
+        return Prediction(at_target_size(inputs.images[nearest], targets))
 
 
 @register("nearest-view")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import MethodContext, at_target_size, register
+from pipelines.harness.method_api import MethodContext, Prediction, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -41,11 +41,10 @@ class EFTMethod(_VLDMMethod):
     name = "eft"
 
     @torch.no_grad()
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         _, rgb = self.pipe.condition(images, ctx, tgt)
-        self.last_stats = {"unet_evaluations": 0}
-        return at_target_size(rgb.float(), targets)
+        return Prediction(at_target_size(rgb.float(), targets), stats={"unet_evaluations": 0})
 
 
 class VLDMSampleMethod(_VLDMMethod):
@@ -54,14 +53,14 @@ class VLDMSampleMethod(_VLDMMethod):
     name = "vldm"
 
     @torch.no_grad()
-    def predict(self, inputs: Views, targets: Cameras) -> Tensor:
+    def predict(self, inputs: Views, targets: Cameras) -> Prediction:
         images, ctx, tgt = self._model_inputs(inputs, targets)
         g = torch.Generator(self.device).manual_seed(self.seed)
         out = self.pipe(images, ctx, tgt, num_inference_steps=self.steps, solver=self.solver,
                         guidance_scale=self.guidance, generator=g,
                         **({} if self.clip_x0 is None else {"clip_x0": self.clip_x0}))  # None: the pipeline's default
-        self.last_stats = {"unet_evaluations": self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)}
-        return at_target_size(out.images, targets)
+        evaluations = self.steps * len(targets) * (1 if self.guidance == 1.0 else 2)
+        return Prediction(at_target_size(out.images, targets), stats={"unet_evaluations": evaluations})
 
 
 @register("eft")

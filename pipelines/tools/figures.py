@@ -67,10 +67,10 @@ def vldm_samples(cfg: FigureConfig) -> np.ndarray:
     rows = []
     for scene in scenes_of(cfg.data):
         target = scene.targets.select([cfg.target])
-        row = [*scene.inputs.images, target.images[0], eft.predict(scene.inputs, target.cameras)[0]]
+        row = [*scene.inputs.images, target.images[0], eft.predict(scene.inputs, target.cameras).images[0]]
         for seed in cfg.seeds:
             sampler.seed = seed
-            row.append(sampler.predict(scene.inputs, target.cameras)[0])
+            row.append(sampler.predict(scene.inputs, target.cameras).images[0])
         rows.append(row)
     return image_grid(rows, scale=cfg.scale)
 
@@ -85,10 +85,10 @@ def baselines(cfg: FigureConfig) -> np.ndarray:
     rows = []
     for scene in scenes_of(cfg.data):
         target = scene.targets.select([least_seen(scene.inputs.cameras, scene.targets.cameras)])
-        row = [*scene.inputs.images, target.images[0], pn.predict(scene.inputs, target.cameras)[0]]
+        row = [*scene.inputs.images, target.images[0], pn.predict(scene.inputs, target.cameras).images[0]]
         for seed in cfg.seeds:
             dfm.seed = seed
-            row.append(dfm.predict(scene.inputs, target.cameras)[0])
+            row.append(dfm.predict(scene.inputs, target.cameras).images[0])
         rows.append(row)
     return image_grid(rows, scale=cfg.scale)
 
