@@ -59,9 +59,27 @@ def test_distill_mode_is_refused_because_mode_sets_it(tmp_path):
     assert load_config(ReconstructConfig, None, ["distill.iters=3"]).distill.mode == "multistep"
 
 
+# the model section of a run saved before the VLDM's keys were nested (demo VLDM, 2026-12-03)
+FLAT_VLDM_MODEL = """model:
+  vae: checkpoints/demo/vae/model
+  d_model: 64
+  eft_layers: 2
+  eft_heads: 1
+  eft_ffn: 128
+  eft_dropout: 0.1
+  eft_samples: 20
+  unet_channels: [64, 128, 128]
+  unet_layers_per_block: 2
+  unet_norm_groups: 32
+  unet_head_dim: 32
+"""
+
+
 def test_renamed_vldm_keys_still_load_with_a_warning(tmp_path):
+    saved = tmp_path / "config.yaml"
+    saved.write_text("data:\n  image_size: 64\n" + FLAT_VLDM_MODEL)
     with pytest.warns(UserWarning, match="'model.eft_layers' is now 'model.eft.n_layers'"):
-        old = load_config(TrainVLDMConfig, preset_path("train-vldm", "checkpoints/demo/vldm/config.yaml"))
+        old = load_config(TrainVLDMConfig, saved)
     new = load_config(TrainVLDMConfig, preset_path("train-vldm", "demo"))
     assert old.model == new.model and old.model.eft.n_layers == 2 and old.model.unet.attention_head_dim == 32
     with pytest.warns(UserWarning, match="'model.unet_head_dim' is now 'model.unet.attention_head_dim'"):
