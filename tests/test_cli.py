@@ -37,6 +37,7 @@ def test_evaluate_nearest_view_writes_metrics_and_resumes(sphere_root, tmp_path,
         assert len(row["targets"]) == 8 and not set(row["inputs"]) & set(row["targets"])
         assert row["silhouette_from"] == "image" and 0 <= row["silhouette_iou"] <= 1
     assert (out / "config.yaml").is_file() and "| nearest-view |" in (out / "metrics.md").read_text()
+    assert (out / "metrics.md").read_text() in capsys.readouterr().out  # the table, printed
     # a rerun resumes: the scene files are reused, the numbers are the same
     stamp = (out / "scenes" / "seq_0.json").stat().st_mtime_ns
     assert main(_eval_args(sphere_root, out, "--max-scenes", "2")) == 0

@@ -67,7 +67,7 @@ COMMANDS = [
              "workers": ("workers", int, "parallel workers"), "seed": ("seed", int, "seed")},
             {"include-reserved": ("include_reserved", "allow the held-out objects 900-999")}),
     Command("evaluate", "evaluate a method on the shared protocol",
-            "pipelines.harness.evaluate:EvaluateConfig", "pipelines.harness.evaluate:evaluate",
+            "pipelines.harness.evaluate:EvaluateConfig", "pipelines.harness.evaluate:run",
             {"method": ("method", str, "method name"), **DATA_FLAGS,
              "checkpoint": ("checkpoint", str, "model folder"), **DEVICE_FLAG},
             prints_out=True),

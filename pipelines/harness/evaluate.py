@@ -199,6 +199,14 @@ def _fmt(value, digits: int = 2) -> str:
     return "n/a" if value is None else str(value)
 
 
+def run(cfg: EvaluateConfig) -> dict | None:
+    """``sparsefusion evaluate``: the protocol, then its table printed by the main process."""
+    summary = evaluate(cfg)
+    if summary is not None:
+        print(markdown_table([summary]))
+    return summary
+
+
 def markdown_table(summaries: list[dict]) -> str:
     """Markdown table of mean metrics, one row per method, with unavailable metrics explained."""
     cols = [("psnr", "PSNR", 2), ("ssim", "SSIM", 3), ("psnr_fg", "PSNR fg", 2), ("silhouette_iou", "IoU", 3),
