@@ -54,3 +54,29 @@ def test_nearest_view_returns_a_prediction_of_the_nearest_input():
     out = NearestView().predict(inputs, cams[[2, 1]])  # the target opposite input 0 is nearest input 1's
     assert isinstance(out, Prediction) and out.opacity is None and out.stats == {}
     assert torch.equal(out.images, images[[1, 1]])
+
+
+def test_method_options_come_from_the_config_and_unknown_ones_are_refused():
+    import torch
+
+    from pipelines.harness.method_api import method_options
+    from pipelines.harness.vldm_methods import VLDM_PAPER, SamplingOptions
+
+    cpu = torch.device("cpu")
+    assert method_options(MethodContext(cpu), SamplingOptions()) == SamplingOptions(steps=25, solver="ddim")
+    opts = method_options(MethodContext(cpu, options={"steps": 50, "guidance": 2.0}), SamplingOptions())
+    assert (opts.steps, opts.solver, opts.guidance) == (50, "ddim", 2.0)
+    assert method_options(MethodContext(cpu, options={"steps": 100}), VLDM_PAPER).solver == "ddpm"
+    with pytest.raises(UserError, match="unknown method option.*stepz.*takes: steps"):
+        build_method("dfm", MethodContext(cpu, options={"stepz": 3}))  # refused before any model loads
+    with pytest.raises(UserError, match="unknown method option"):
+        build_method("nearest-view", MethodContext(cpu, options={"steps": 3}))
+
+
+def test_compare_refuses_options_of_a_method_it_does_not_run():
+    from pipelines.common.config import load_config
+    from pipelines.harness.compare import CompareConfig, compare
+
+    cfg = load_config(CompareConfig, None, ["methods=[nearest-view]", "options.vldm.steps=5"])
+    with pytest.raises(UserError, match="not compared: vldm"):
+        compare(cfg)

@@ -24,9 +24,12 @@ def _evaluate(method, folder, root, out):
 @pytest.mark.parametrize("method", ["eft", "vldm"])
 def test_methods_run_in_the_harness(model_and_data, tmp_path, method):
     folder, root = model_and_data
-    assert _evaluate(method, folder, root, tmp_path / method) == 0
+    options = ["options.steps=3"] if method == "vldm" else []
+    assert main(["evaluate", "--method", method, "--checkpoint", str(folder), "--data", str(root), "--category",
+                 "toys", "--views", "2", "--image-size", "32", "--out", str(tmp_path / method), *options]) == 0
     m = json.loads((tmp_path / method / "metrics.json").read_text())
     assert m["scenes"] == 2 and 0 < m["mean"]["psnr"] < 60
+    assert m["mean"]["unet_evaluations"] == (3 * 4 if method == "vldm" else 0)  # 3 steps x 4 targets
     assert len(list((tmp_path / method / "views" / "seq_0").glob("*.png"))) == 4
 
 

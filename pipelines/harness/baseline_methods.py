@@ -8,10 +8,13 @@ the rendered opacity at the targets (for the silhouette IoU).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import MethodContext, Prediction, SceneMethod, at_target_size, register
+from pipelines.harness.method_api import (MethodContext, NoOptions, Prediction, SceneMethod, at_target_size,
+                                          method_options, register)
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -83,11 +86,20 @@ class DFMMethod(SceneMethod):
         return self._render(cameras)[0]
 
 
+@dataclass(frozen=True)
+class DFMOptions:
+    """How ``dfm`` samples (``evaluate --method dfm options.steps=25``)."""
+
+    steps: int = 50
+    """DDIM steps of the one sample."""
+
+
 @register("pixelnerf")
 def _pixelnerf(context: MethodContext) -> PixelNeRFMethod:
+    method_options(context, NoOptions())
     return PixelNeRFMethod(context)
 
 
 @register("dfm")
 def _dfm(context: MethodContext) -> DFMMethod:
-    return DFMMethod(context)
+    return DFMMethod(context, steps=method_options(context, DFMOptions()).steps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,6 +65,8 @@ class CompareConfig:
     """cpu, cuda or auto (under torchrun, auto gives each process its own GPU)."""
     seed: int = 0
     """Seed of the stochastic methods (per scene: seed + scene index)."""
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Options per method, e.g. options.vldm.steps=50 (as `evaluate options.*`)."""
     lpips_net: str = "vgg"
     """LPIPS backbone: vgg or alex."""
     fid: bool = True
@@ -102,6 +105,9 @@ def _check(cfg: CompareConfig) -> list[str]:
         raise UserError(f"unknown method(s) {', '.join(unknown)} (available: {', '.join(known)})")
     if not cfg.methods:
         raise UserError("methods is empty: name at least one method")
+    stray = sorted(set(cfg.options) - set(cfg.methods))
+    if stray:
+        raise UserError(f"options given for method(s) not compared: {', '.join(stray)}")
     return cfg.categories or [cfg.data.category]
 
 
@@ -120,7 +126,8 @@ def compare(cfg: CompareConfig) -> dict | None:
             model = MODEL_OF.get(method)  # None: a method without a model (nearest-view)
             ecfg = EvaluateConfig(method=method, data=replace(cfg.data, category=cat), out=str(out / cat / method),
                                   checkpoint=getattr(cfg.models, model) if model else None, device=cfg.device,
-                                  seed=cfg.seed, lpips_net=cfg.lpips_net, fid=cfg.fid, resume=cfg.resume)
+                                  seed=cfg.seed, options=dict(cfg.options.get(method, {})), lpips_net=cfg.lpips_net,
+                                  fid=cfg.fid, resume=cfg.resume)
             try:
                 per_cat[cat] = evaluate(ecfg, on_scene=hook)
             except CheckpointMissing as err:

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -49,6 +49,8 @@ class EvaluateConfig:
     """cpu, cuda, cuda:N or auto."""
     seed: int = 0
     """Seed for stochastic methods."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The method's options by name, e.g. options.steps=50 for vldm or dfm (an unknown one is an error)."""
     lpips_net: str = "vgg"
     """LPIPS backbone: vgg (the SparseFusion choice) or alex."""
     fid: bool = True
@@ -135,7 +137,7 @@ def evaluate(cfg: EvaluateConfig, on_scene: SceneHook | None = None) -> dict | N
         raise UserError(f"shard={cfg.shard} must be [i, n] with 0 <= i < n")
     if procs.is_main:
         save_config(cfg, out)
-    method = build_method(cfg.method, MethodContext(procs.device, cfg.checkpoint, cfg.seed))
+    method = build_method(cfg.method, MethodContext(procs.device, cfg.checkpoint, cfg.seed, dict(cfg.options)))
     dataset = CO3DDataset(cfg.data.root, cfg.data.category)
     suite = MetricSuite(lpips_net=cfg.lpips_net, device=procs.device, fid=cfg.fid)
     d = cfg.data

@@ -6,23 +6,42 @@ and returns one image per target camera.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, runtime_checkable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from scenes.cameras import Cameras
 from scenes.co3d import Views
+from scenes.errors import UserError
+
+OptionsT = TypeVar("OptionsT")
 
 
 @dataclass
 class MethodContext:
-    """What a method factory may use: device, checkpoint folder, seed."""
+    """What a method factory may use: device, checkpoint folder, seed, the user's method options."""
 
     device: torch.device
     checkpoint: str | None = None
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the method's option dataclass (``evaluate options.steps=50``), by field name."""
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a method that takes none."""
+
+
+def method_options(context: MethodContext, defaults: OptionsT) -> OptionsT:
+    """``defaults`` (a dataclass) with the context's options applied; an unknown option is a UserError."""
+    known = [f.name for f in fields(defaults)]
+    unknown = sorted(set(context.options) - set(known))
+    if unknown:
+        raise UserError(f"unknown method option(s) {', '.join(unknown)} (this method takes: {', '.join(known)})")
+    return replace(defaults, **context.options)
 
 
 @dataclass

@@ -7,8 +7,8 @@ re-exports that interface (``Method``, ``SceneMethod``, ``Prediction``, ``Method
 
 from __future__ import annotations
 
-from pipelines.harness.method_api import (REGISTRY, Method, MethodContext, Prediction, SceneMethod, at_target_size,
-                                          register)
+from pipelines.harness.method_api import (REGISTRY, Method, MethodContext, NoOptions, Prediction, SceneMethod,
+                                          at_target_size, method_options, register)
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 from scenes.errors import UserError
@@ -49,4 +49,5 @@ class NearestView:
 
 @register("nearest-view")
 def _nearest_view(context: MethodContext) -> Method:
+    method_options(context, NoOptions())
     return NearestView()

@@ -7,10 +7,12 @@ clipped to ±10 (500 UNet evaluations per target view).
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import MethodContext, Prediction, at_target_size, register
+from pipelines.harness.method_api import MethodContext, Prediction, NoOptions, at_target_size, method_options, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -63,18 +65,36 @@ class VLDMSampleMethod(_VLDMMethod):
         return Prediction(at_target_size(out.images, targets), stats={"unet_evaluations": evaluations})
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How ``vldm`` draws its samples (``evaluate --method vldm options.steps=50``)."""
+
+    steps: int = 25
+    """Solver steps per sample."""
+    solver: str = "ddim"
+    """Diffusion solver: ddim, plms, dpm or ddpm (ancestral)."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale (1: none)."""
+    clip_x0: float | None = None
+    """Clip x̂0 to ±this (null: the pipeline's default)."""
+
+
+VLDM_PAPER = SamplingOptions(steps=500, solver="ddpm", clip_x0=10.0)  # the paper's VLDM-only row
+
+
 @register("eft")
 def _eft(context: MethodContext) -> EFTMethod:
+    method_options(context, NoOptions())
     return EFTMethod(context)
 
 
 @register("vldm")
 def _vldm(context: MethodContext) -> VLDMSampleMethod:
-    return VLDMSampleMethod(context)
+    return VLDMSampleMethod(context, **asdict(method_options(context, SamplingOptions())))
 
 
 @register("vldm-paper")
 def _vldm_paper(context: MethodContext) -> VLDMSampleMethod:
-    method = VLDMSampleMethod(context, steps=500, solver="ddpm", clip_x0=10.0)
+    method = VLDMSampleMethod(context, **asdict(method_options(context, VLDM_PAPER)))
     method.name = "vldm-paper"
     return method
