@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import (MethodContext, NoOptions, Prediction, SceneMethod, at_target_size,
-                                          method_options, register)
+from pipelines.harness.method_api import MethodContext, Prediction, SceneMethod, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -96,10 +95,9 @@ class DFMOptions:
 
 @register("pixelnerf")
 def _pixelnerf(context: MethodContext) -> PixelNeRFMethod:
-    method_options(context, NoOptions())
     return PixelNeRFMethod(context)
 
 
-@register("dfm")
+@register("dfm", options=DFMOptions())
 def _dfm(context: MethodContext) -> DFMMethod:
-    return DFMMethod(context, steps=method_options(context, DFMOptions()).steps)
+    return DFMMethod(context, **context.options)

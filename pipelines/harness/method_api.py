@@ -27,7 +27,8 @@ class MethodContext:
     checkpoint: str | None = None
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
-    """Overrides of the method's option dataclass (``evaluate options.steps=50``), by field name."""
+    """The method's options by field name (``evaluate options.steps=50``); a factory receives them
+    all, its registered defaults filled in by ``build_method``."""
 
 
 @dataclass(frozen=True)
@@ -77,15 +78,19 @@ class SceneMethod(Method, Protocol):
 
 
 REGISTRY: dict[str, Callable[[MethodContext], Method]] = {}
+OPTIONS: dict[str, Any] = {}  # name -> the method's options dataclass with its defaults
 
 
-def register(name: str):
-    """Decorator registering a method factory under ``name``; a name registered twice is an error."""
+def register(name: str, options: Any = NoOptions()):
+    """Decorator registering a method factory under ``name`` with its options' defaults (a dataclass).
+
+    A name registered twice is an error.
+    """
 
     def wrap(factory):
         if name in REGISTRY:
             raise ValueError(f"a method named {name!r} is already registered ({REGISTRY[name].__module__})")
-        REGISTRY[name] = factory
+        REGISTRY[name], OPTIONS[name] = factory, options
         return factory
 
     return wrap

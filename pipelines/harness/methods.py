@@ -7,7 +7,9 @@ re-exports that interface (``Method``, ``SceneMethod``, ``Prediction``, ``Method
 
 from __future__ import annotations
 
-from pipelines.harness.method_api import (REGISTRY, Method, MethodContext, NoOptions, Prediction, SceneMethod,
+from dataclasses import asdict, replace
+
+from pipelines.harness.method_api import (OPTIONS, REGISTRY, Method, MethodContext, Prediction, SceneMethod,
                                           at_target_size, method_options, register)
 from scenes.cameras import Cameras
 from scenes.co3d import Views
@@ -29,11 +31,12 @@ def available_methods() -> list[str]:
 
 
 def build_method(name: str, context: MethodContext) -> Method:
-    """Instantiate a registered method; an unknown name is a UserError listing the known ones."""
+    """Instantiate a registered method with its options resolved; an unknown name or option is a UserError."""
     _load_plugins()
     if name not in REGISTRY:
         raise UserError(f"unknown method {name!r} (available: {', '.join(available_methods())})")
-    return REGISTRY[name](context)
+    options = asdict(method_options(context, OPTIONS[name]))  # checked before any model loads
+    return REGISTRY[name](replace(context, options=options))
 
 
 class NearestView:
@@ -49,5 +52,4 @@ class NearestView:
 
 @register("nearest-view")
 def _nearest_view(context: MethodContext) -> Method:
-    method_options(context, NoOptions())
     return NearestView()

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from distill.render import render_views
 from pipelines.common.config import load_config, preset_path
-from pipelines.harness.method_api import MethodContext, NoOptions, Prediction, SceneMethod, method_options, register
+from pipelines.harness.method_api import MethodContext, Prediction, SceneMethod, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -55,7 +55,6 @@ class SparseFusionMethod(SceneMethod):
 
 def _factory(name: str):
     def make(context: MethodContext) -> SparseFusionMethod:
-        method_options(context, NoOptions())  # the preset is the option: configs/reconstruct/
         return SparseFusionMethod(name, context)
 
     return make

@@ -7,12 +7,12 @@ clipped to ±10 (500 UNet evaluations per target view).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from pipelines.harness.method_api import MethodContext, Prediction, NoOptions, at_target_size, method_options, register
+from pipelines.harness.method_api import MethodContext, Prediction, at_target_size, register
 from scenes.cameras import Cameras
 from scenes.co3d import Views
 
@@ -84,17 +84,16 @@ VLDM_PAPER = SamplingOptions(steps=500, solver="ddpm", clip_x0=10.0)  # the pape
 
 @register("eft")
 def _eft(context: MethodContext) -> EFTMethod:
-    method_options(context, NoOptions())
     return EFTMethod(context)
 
 
-@register("vldm")
+@register("vldm", options=SamplingOptions())
 def _vldm(context: MethodContext) -> VLDMSampleMethod:
-    return VLDMSampleMethod(context, **asdict(method_options(context, SamplingOptions())))
+    return VLDMSampleMethod(context, **context.options)
 
 
-@register("vldm-paper")
+@register("vldm-paper", options=VLDM_PAPER)
 def _vldm_paper(context: MethodContext) -> VLDMSampleMethod:
-    method = VLDMSampleMethod(context, **asdict(method_options(context, VLDM_PAPER)))
+    method = VLDMSampleMethod(context, **context.options)
     method.name = "vldm-paper"
     return method
