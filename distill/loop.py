@@ -155,6 +155,7 @@ def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, 
     dev = next(field.parameters()).device
     opt = optimizer or make_optimizer(field, cfg)
     sampler = sampler or make_sampler(cfg.sampler, dev)
+    sampler.prepare(views)
     if state.generator is None:  # a resumed state brings its stream; torch's global one is the caller's to restore
         state.generator = torch.Generator().manual_seed(seed * 100003 + state.iteration)
     g = state.generator

@@ -85,6 +85,7 @@ def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = Pho
     pool = views.valid.to(dev).reshape(-1).nonzero()[:, 0]
     opt = optimizer or make_optimizer(field, cfg)
     sampler = sampler or make_sampler(cfg.sampler, dev)
+    sampler.prepare(views)
     g = generator if generator is not None else torch.Generator().manual_seed(seed * 100003 + start)
     losses = []
     bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="photometric fit", disable=not progress)

@@ -114,15 +114,32 @@ def composite(
 
 
 FieldFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (points (P,3), dirs (P,3)) -> rgb (P,3), sigma (P,)
+OccupiedFn = Callable[[Tensor], Tensor]  # points (P, 3) -> (P,) bool: may the field have density there
+
+
+def _query(field: FieldFn, pts: Tensor, dirs: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The field at points (P, 3); with ``keep`` (P,) bool, only there (elsewhere rgb 0, density 0)."""
+    if keep is None:
+        return field(pts, dirs)
+    idx = keep.nonzero().squeeze(-1)
+    rgb, sigma = field(pts[idx], dirs[idx])
+    rgb_all = rgb.new_zeros(pts.shape[0], rgb.shape[-1]).index_copy(0, idx, rgb)
+    return rgb_all, sigma.new_zeros(pts.shape[0]).index_copy(0, idx, sigma)
 
 
 def _render_samples(field: FieldFn, origins: Tensor, directions: Tensor, edges: Tensor, hit: Tensor,
-                    background: float) -> Composite:
-    """Evaluate the field at the interval midpoints of edges (R, S+1) and composite."""
+                    background: float, occupied: OccupiedFn | None = None) -> Composite:
+    """Evaluate the field at the interval midpoints of edges (R, S+1) and composite.
+
+    With ``occupied``, the field is queried only at midpoints in occupied space (on rays that hit
+    the box); the others get zero density and colour, exactly what compositing would give a field
+    that is empty there.
+    """
     mids = (edges[:, :-1] + edges[:, 1:]) / 2  # (R, S)
-    pts = origins[:, None, :] + directions[:, None, :] * mids[..., None]
-    dirs = directions[:, None, :].expand_as(pts)
-    rgb, sigma = field(pts.reshape(-1, 3), dirs.reshape(-1, 3))
+    pts = (origins[:, None, :] + directions[:, None, :] * mids[..., None]).reshape(-1, 3)
+    dirs = directions[:, None, :].expand(*mids.shape, 3).reshape(-1, 3)
+    keep = None if occupied is None else occupied(pts) & hit[:, None].expand_as(mids).reshape(-1)
+    rgb, sigma = _query(field, pts, dirs, keep)
     sigma = sigma.reshape(mids.shape) * hit[:, None]
     return composite(rgb.reshape(*mids.shape, -1), sigma, edges, background)
 
@@ -130,21 +147,22 @@ def _render_samples(field: FieldFn, origins: Tensor, directions: Tensor, edges: 
 def render_rays(
     field: FieldFn, origins: Tensor, directions: Tensor, n_coarse: int = 64, n_fine: int = 0,
     half_size: float = BOX_HALF_SIZE, stratified: bool = False, background: float = 0.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, occupied: OccupiedFn | None = None,
 ) -> Composite:
     """Render rays (R, 3) through a field inside the scene box: stratified, then importance samples.
 
     With ``n_fine`` > 0 the result is the render over coarse + fine samples; gradients flow
-    through that final render only.
+    through that final render only. ``occupied`` (an occupancy grid's test) skips the field on
+    samples in empty space, in both passes; the sample positions do not change.
     """
     near, far, hit = ray_box_intersect(origins, directions, half_size)
     edges = stratified_edges(near, far, n_coarse, stratified, generator)
     if n_fine == 0:
-        return _render_samples(field, origins, directions, edges, hit, background)
+        return _render_samples(field, origins, directions, edges, hit, background, occupied)
     with torch.no_grad():  # the coarse pass only places the importance samples
-        coarse = _render_samples(field, origins, directions, edges, hit, background)
+        coarse = _render_samples(field, origins, directions, edges, hit, background, occupied)
     fine_edges = importance_edges(edges, coarse.weights, n_fine, stratified, generator)
-    return _render_samples(field, origins, directions, fine_edges, hit, background)
+    return _render_samples(field, origins, directions, fine_edges, hit, background, occupied)
 
 
 def render_coarse_fine(

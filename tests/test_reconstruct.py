@@ -87,7 +87,10 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_uninterrupted_field(mod
     from safetensors.torch import load_file
 
     folder, root = model_and_data
-    extra = ["--mode", mode, "distill.reuse_target=3", "output.mesh=false"]  # iteration 4 reuses the cached target
+    extra = ["--mode", mode, "distill.reuse_target=3", "output.mesh=false",  # iteration 4 reuses the cached target
+             # the occupancy grid is updated at 0, 2 and 4, each update decaying the checkpointed one, and carved
+             f"{'distill' if mode == 'sparsefusion' else 'photometric'}.sampler.update_every=2",
+             f"{'distill' if mode == 'sparsefusion' else 'photometric'}.sampler.carve_inputs=true"]
     assert _reconstruct(folder, root, tmp_path / "whole", *extra) == 0
     real = fit_module.distill if mode == "sparsefusion" else fit_module.fit_photometric
 

@@ -107,8 +107,8 @@ def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iter
     device = next(fld.parameters()).device
     blob = {"field": fld.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
             "unet_evaluations": unet_evaluations, "generator": generator.get_state(), "rng": _rng_state(device)}
-    if hasattr(sampler, "estimator"):
-        blob["occupancy"] = sampler.estimator.state_dict()
+    if sampler.state_dict():
+        blob["occupancy"] = sampler.state_dict()
     if state is not None and state.target is not None:
         blob["target"] = {"target": state.target, "index": state.target_index, "weight": state.target_weight,
                           "age": state.target_age}
@@ -125,8 +125,11 @@ def _load_state(path: Path, fld, opt, sampler) -> tuple[int, int, DistillState, 
     except (RuntimeError, KeyError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match this configuration ({str(err).splitlines()[0]}); "
                         "delete it or run with resume=false") from None
-    if "occupancy" in blob and hasattr(sampler, "estimator"):
-        sampler.estimator.load_state_dict(blob["occupancy"])
+    try:
+        sampler.load_state_dict(blob.get("occupancy", {}))
+    except (RuntimeError, KeyError, ValueError) as err:
+        raise UserError(f"checkpoint {path}: its occupancy grid does not match this sampler ({err}); "
+                        "delete it or run with resume=false") from None
     state = DistillState(iteration=blob["iteration"])
     if "generator" in blob:  # checkpoints written before the random state was saved resume re-seeded
         state.generator = torch.Generator()

@@ -16,11 +16,12 @@ import torch
 
 DEFAULT_PRESET = {"cpu": "fast", "cuda": "paper"}
 
-# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from
-# `make bench` on a quiet machine (docs/benchmarks.md); demo, sds and paper from `sparsefusion bench
+# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from its
+# progress bar on obj_800 with empty-space skipping, quiet, 2026-12-04 (2.8 it/s in the bootstrap,
+# 3.8 it/s at the end; docs/reconstruction.md); demo, sds and paper from `sparsefusion bench
 # figures=[reconstruction] preset=<name>` on the same machine under load, scaled by fast's
 # loaded/quiet ratio (2.7×). Rough by design: the progress bar gives the real ETA.
-CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.62, 0.65), "demo": (0.62, 0.75), "sds": (0.62, 0.75),
+CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.36, 0.28), "demo": (0.62, 0.75), "sds": (0.62, 0.75),
                                 "paper": (2.8, 3.5)}
 
 
@@ -63,6 +64,8 @@ def backends(cfg) -> str:
         sampler = "occgrid" if cuda and occgrid_available() else "dense"
     if sampler == "dense":
         sampler = f"dense {fit.sampler.n_coarse}+{fit.sampler.n_fine}"
+        if fit.sampler.skip_empty:
+            sampler += " skipping empty cells" + (" (inputs' hull carved)" if fit.sampler.carve_inputs else "")
     backend = cfg.field.backend
     if backend == "auto":
         backend = "tcnn" if cuda and tcnn_available() else "torch"
