@@ -1,8 +1,10 @@
 """``sparsefusion bench`` figure ``reconstruction``: where one scene's distillation time goes.
 
 For a reconstruct preset (its ``FitSceneConfig`` part) and a VLDM, on synthetic inputs at the model's
-image size (2 views on a ring, random pixels: the dense sampler's cost does not depend on the
-content; a real scene's input views may be larger than the model's size):
+image size (2 views on a ring, random pixels inside a centred disc mask: the dense sampler's cost
+depends on the content only through empty-space skipping, and in the first iterations timed here
+only the carved visual hull of the masks is skipped, the field's density being still above the
+occupancy threshold everywhere; a real scene's input views may be larger than the model's size):
 
 - the real loop (``distill.loop.distill``) runs in each phase: one bootstrap iteration (two
   renders, EFT targets) and one reuse cycle after it (``reuse_target`` iterations, one teacher
@@ -47,8 +49,8 @@ from pipelines.tools.bench_cameras import ring_cameras
 from scenes.co3d import Views
 from scenes.errors import UserError
 
-COMPONENTS = {"field": "field fwd+bwd", "rendering": "rendering", "unet": "UNet", "vae": "VAE",
-              "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT prepare (once)"}
+COMPONENTS = {"field": "field fwd+bwd", "rendering": "rendering", "occupancy": "occupancy update", "unet": "UNet",
+              "vae": "VAE", "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT prepare (once)"}
 
 
 class _Recorder(nn.Module):
@@ -80,17 +82,19 @@ class _Playback(nn.Module):
         self.outputs = [tuple(o.clone().requires_grad_(grad) for o in outs) for _, _, grad, outs in calls]
         self.i = 0
 
-    def _next(self):
+    def _next(self, n: int):
+        """The next recorded outputs, cut or tiled to ``n`` points (empty-space skipping varies the count)."""
         out = self.outputs[self.i % len(self.outputs)]
         self.i += 1
+        out = tuple(o if o.shape[0] == n else o.repeat(-(-n // o.shape[0]), *[1] * (o.dim() - 1))[:n] for o in out)
         return out if len(out) > 1 else out[0]
 
     def forward(self, x: Tensor, directions: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._next()
+        return self._next(x.shape[0])
 
     def density(self, x: Tensor) -> Tensor:
         """The next recorded density (P,)."""
-        return self._next()
+        return self._next(x.shape[0])
 
 
 def _replay(field: nn.Module, calls: list) -> None:
@@ -166,7 +170,9 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     cams = ring_cameras(views_n, size, device)
     g = torch.Generator().manual_seed(0)
     images = torch.rand(views_n, 3, size, size, generator=g).to(device)  # (V, 3, H, W)
-    masks = (torch.rand(views_n, 1, size, size, generator=g) > 0.5).float().to(device)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disc = ((yy + 0.5 - size / 2) ** 2 + (xx + 0.5 - size / 2) ** 2 < (0.3 * size) ** 2).float()
+    masks = disc.expand(views_n, 1, size, size).contiguous().to(device)  # (V, 1, H, W): an object's silhouette
     views = Views(images, masks, torch.ones_like(masks), cams, list(range(views_n)), [""] * views_n)
     torch.manual_seed(0)
     fld = cfg.field.build().to(device)
@@ -199,8 +205,10 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     n_post = d.iters - n_boot
     cycle = max(1, d.reuse_target) if multistep else 1  # iterations per teacher call
     fns: dict[str, Callable[[], object]] = {}
-    if n_boot:
-        fns["loop_bootstrap"] = lambda: _loop(fld, views, fcams, teacher, d, opt, sampler, in_loop, 0, 1)
+    sampler.prepare(views)  # the input masks' hull, where the preset carves it, before any render is recorded
+    if n_boot:  # iteration 1, not 0: the occupancy update (every update_every iterations) is timed on its own
+        first = min(1, n_boot - 1)
+        fns["loop_bootstrap"] = lambda: _loop(fld, views, fcams, teacher, d, opt, sampler, in_loop, first, 1)
     if n_post:
         fns["loop_distill"] = lambda: _loop(fld, views, fcams, teacher, d, opt, sampler, in_loop, n_boot, cycle)
     # the parts, at one iteration's shapes: renders of 1 (input) and B (fusion) views
@@ -221,6 +229,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
                      "field_points_no_grad": sum(len(c[1]) for c in rec.calls if not c[2]),
                      "field_points_fwd_bwd": sum(len(c[1]) for c in rec.calls if c[2])}
     fns["adam"] = opt.step
+    fns["occupancy"] = timed(lambda: sampler.update(fld, 0), grad=False)  # step 0: always an update
     gw = 1 if cfg.teacher.guidance_scale == 1.0 else 2  # guidance doubles the UNet batch
     renders = torch.rand(B, 3, size, size, device=device)  # (B, 3, H, W) renders upsampled to the image size
     leaf = renders.clone().requires_grad_(True)
@@ -247,8 +256,10 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     rendering_s = {n: m.get(f"rendering_{n}", max(0.0, m[f"render_{n}"] - m[f"field_{n}"])) for n in points}
     unet_s, enc_s, dec_s, lpips_s = m["unet"], m["vae_encode"], m.get("vae_decode", 0.0), m.get("lpips", 0.0)
     adam_s = m["adam"]
+    occupancy_s = m["occupancy"] / max(1, d.sampler.update_every)  # amortised over the iterations between updates
+    boot_s, post_s = (s + occupancy_s if s else 0.0 for s in (boot_s, post_s))  # the timed iterations held no update
 
-    boot = {"field": field_s[1] + field_s[B], "rendering": rendering_s[1] + rendering_s[B],
+    boot = {"field": field_s[1] + field_s[B], "rendering": rendering_s[1] + rendering_s[B], "occupancy": occupancy_s,
             "unet": 0.0, "vae": 0.0, "lpips": 0.0, "optimizer": 2 * adam_s}
     post = {**boot, "unet": (per_target if multistep else 1) * unet_s / cycle,
             "vae": (enc_s + dec_s) / cycle, "lpips": lpips_s}
