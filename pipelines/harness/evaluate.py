@@ -26,6 +26,7 @@ from pipelines.common.data_config import DataConfig
 from pipelines.common.metrics import MetricSuite, Unavailable, summarize, to_jsonable
 from pipelines.common.processes import processes
 from pipelines.common.runtime import machine_info, output_dir
+from pipelines.common.scene_row import SceneRow
 from pipelines.harness.methods import Method, MethodContext, build_method
 from scenes.co3d import CO3DDataset
 from scenes.errors import UserError
@@ -107,21 +108,16 @@ def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Met
         opacity = opacity.float().cpu()
         if opacity.shape != gt.masks.shape:
             raise RuntimeError(f"{cfg.method} rendered opacity {tuple(opacity.shape)} for targets {tuple(gt.masks.shape)}")
-    per_image = suite.per_image(pred, gt.images, gt.masks, gt.valid, opacity)
-    row = {
-        "scene": scene.name, "index": scene.index, "seconds": seconds,
-        "inputs": scene.inputs.frame_numbers, "targets": gt.frame_numbers,
-        "silhouette_from": "image" if opacity is None else "opacity",
-        **prediction.stats,
-        **{k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per_image.items()},
-        "per_target": {k: v.tolist() for k, v in per_image.items() if torch.is_tensor(v)},
-    }
+    row = SceneRow(scene.name, scene.inputs.frame_numbers, seconds, gt.frame_numbers,
+                   {"index": scene.index, "silhouette_from": "image" if opacity is None else "opacity",
+                    **prediction.stats})
+    row.measure(suite.per_image(pred, gt.images, gt.masks, gt.valid, opacity))
     if cfg.save_images:
         for img, p in zip(pred, _pred_paths(out, scene.name, gt.frame_numbers)):
             write_image(p, img.permute(1, 2, 0).numpy())
     if on_scene is not None:
         on_scene(scene, method, out)
-    write_json(_scene_file(out, scene.name), row)
+    write_json(_scene_file(out, scene.name), row.to_json())
 
 
 def evaluate(cfg: EvaluateConfig, on_scene: SceneHook | None = None) -> dict | None:

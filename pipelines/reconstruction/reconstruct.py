@@ -23,6 +23,7 @@ from distill.render import render_views
 from pipelines.common.config import save_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
+from pipelines.common.scene_row import SceneRow
 from pipelines.common.processes import processes
 from pipelines.common.runtime import machine_info, output_dir
 from pipelines.reconstruction.fit import FitResult, FitSceneConfig, fit_scene
@@ -159,23 +160,22 @@ def write_scene_outputs(folder: Path, scene: ReconScene, fit: FitResult, cfg: Re
     for name, img, dep in zip(names, to_uint8(rgb), depth_to_uint16(depth, opacity, DEPTH_FAR)):
         write_image(folder / "views" / f"{name}.png", img)
         write_depth(folder / "depth" / f"{name}.png", dep)
-    row = {"scene": scene.name, "mode": cfg.mode, "iterations": fit.iterations, "seconds": fit.seconds,
-           "unet_evaluations": fit.unet_evaluations, "resumed_from": fit.resumed_from,
-           "inputs": scene.inputs.frame_numbers, "depth_png_far": DEPTH_FAR,
-           "normalization": scene.inputs.transform.to_dict() if scene.inputs.transform else None}
+    row = SceneRow(scene.name, scene.inputs.frame_numbers, fit.seconds, extras={
+        "mode": cfg.mode, "iterations": fit.iterations, "unet_evaluations": fit.unet_evaluations,
+        "resumed_from": fit.resumed_from, "depth_png_far": DEPTH_FAR,
+        "normalization": scene.inputs.transform.to_dict() if scene.inputs.transform else None})
     if scene.targets is not None:
         gt = scene.targets
-        per = suite.per_image(rgb.cpu().clamp(0, 1), gt.images, gt.masks, gt.valid)
-        row["targets"] = gt.frame_numbers
-        row.update({k: to_jsonable(v.mean().item() if torch.is_tensor(v) else v) for k, v in per.items()})
-        row["per_target"] = {k: v.tolist() for k, v in per.items() if torch.is_tensor(v)}
+        row.targets = gt.frame_numbers
+        row.measure(suite.per_image(rgb.cpu().clamp(0, 1), gt.images, gt.masks, gt.valid))
     if cfg.output.mesh:
         verts, faces, colours = extract_mesh(fit.field, cfg.output.mesh_resolution, cfg.output.mesh_threshold,
                                              fit.field.half_size)
         write_ply(folder / "mesh.ply", verts, faces, colours)
-        row["mesh"] = {"vertices": len(verts), "faces": len(faces)}
-    write_json(folder / "metrics.json", row)
-    return row
+        row.extras["mesh"] = {"vertices": len(verts), "faces": len(faces)}
+    record = row.to_json()
+    write_json(folder / "metrics.json", record)
+    return record
 
 
 def load_teacher_model(cfg: ReconstructConfig, device: torch.device):
