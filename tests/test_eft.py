@@ -227,7 +227,7 @@ def test_overfit_tiny_eft_reproduces_an_input_views_colours():
     paintings = (a, a[:, [2, 0, 1]])
     down = lambda x: F.interpolate(x, size=(8, 8), mode="area")  # noqa: E731  the 8² output grid
     opt = torch.optim.Adam(eft.parameters(), lr=3e-3)
-    for i in range(300):  # 200 left it at the bound on some CPUs; 300 gives a 6x margin
+    for i in range(500):  # 200 left it at the bound on some CPUs, 300 on others (3.4x where 4x is asked)
         imgs = paintings[(i // 2) % 2]
         out = eft(imgs, cams, cams[[i % 2]], (8, 8))
         loss = pseudo_huber(out.rgb, down(imgs[[i % 2]]), 0.1)
