@@ -7,6 +7,7 @@ colour = sigmoid(h₁…₃). Points live in the normalised scene box [−h, h]�
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -85,6 +86,9 @@ class InstanceField(nn.Module):
         return torch.sigmoid(h[:, 1:4]), sigma
 
 
+_FIELD_DEFAULTS = {k: p.default for k, p in inspect.signature(InstanceField.__init__).parameters.items()}
+
+
 @dataclass
 class FieldConfig:
     """Size and backend of an instance field (paper preset: 16 levels × 2, 2^16 entries, base 16).
@@ -105,9 +109,9 @@ class FieldConfig:
     """Coarsest grid resolution over the scene box."""
     finest_resolution: int = HashGridConfig.finest_resolution
     """Finest grid resolution over the scene box (2048 × box half-size, as official)."""
-    hidden: int = 64
+    hidden: int = _FIELD_DEFAULTS["hidden"]
     """MLP width."""
-    layers: int = 3
+    layers: int = _FIELD_DEFAULTS["layers"]
     """MLP layers."""
 
     def build(self) -> InstanceField:

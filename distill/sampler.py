@@ -49,8 +49,7 @@ class SamplerConfig:
     march_steps: int = 512
     """occgrid: marching step = box diagonal / march_steps."""
     occupancy_threshold: float = 0.01
-    """occgrid and skip_empty: cells whose opacity over one step stays below this are skipped (dense's step:
-    box diagonal / n_coarse, its widest interval)."""
+    """occgrid and skip_empty: a cell is skipped while its opacity over one step stays below this (dense: diagonal / n_coarse)."""
     update_every: int = 16
     """occgrid and skip_empty: iterations between occupancy updates (nerfacc's n)."""
     occupancy_decay: float = 0.95
