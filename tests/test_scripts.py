@@ -27,3 +27,14 @@ def test_least_seen_silhouette_reads_the_denoised_targets_area(tmp_path, capsys)
     assert script.main([str(tmp_path / "dfm")]) == 0
     assert "within 25% of the true area: 1/2" in capsys.readouterr().out
     assert script.main([str(tmp_path / "none")]) == 1
+
+
+def test_hash_grid_bench_without_nerfstudio_says_how_to_install_it(monkeypatch):
+    import pytest
+
+    script = _load("bench_hash_grid")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "nerfstudio" else real(name, *a))
+    with pytest.raises(SystemExit, match="pip install --no-deps nerfstudio"):
+        script.nerfstudio_encoding(script.GRIDS["fast"])
+    assert script.GRIDS["paper"].finest_resolution == 3072 and script.GRIDS["fast"].n_levels == 8
