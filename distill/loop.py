@@ -146,16 +146,17 @@ def distill(field: nn.Module, views: Views, cameras: Cameras, teacher: Teacher, 
             progress: bool = True, on_iteration: Callable[[DistillState, dict], None] | None = None) -> DistillState:
     """Run the loop from ``state.iteration`` to ``cfg.iters``; ``cameras`` are the fusion cameras.
 
-    ``teacher.prepare(cameras)`` must have been called. ``on_iteration(state, logs)`` runs after
-    every iteration (checkpoints, logging).
+    ``teacher.prepare(cameras)`` must have been called, and ``sampler.prepare(views)`` for a given
+    sampler. ``on_iteration(state, logs)`` runs after every iteration (checkpoints, logging).
     """
     if cfg.mode not in ("multistep", "sds"):
         raise ValueError(f"unknown distillation mode {cfg.mode!r} (multistep or sds)")
     state = state or DistillState()
     dev = next(field.parameters()).device
     opt = optimizer or make_optimizer(field, cfg)
-    sampler = sampler or make_sampler(cfg.sampler, dev)
-    sampler.prepare(views)
+    if sampler is None:  # a given sampler is prepared by its owner, once per scene
+        sampler = make_sampler(cfg.sampler, dev)
+        sampler.prepare(views)
     if state.generator is None:  # a resumed state brings its stream; torch's global one is the caller's to restore
         state.generator = torch.Generator().manual_seed(seed * 100003 + state.iteration)
     g = state.generator

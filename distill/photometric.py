@@ -76,6 +76,7 @@ def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = Pho
 
     ``on_iteration(steps_done, logs)`` runs after every step (checkpoints, logging); ``generator``
     draws the rays (default: one seeded by ``seed`` and ``start``; pass a resumed one to continue it).
+    A given ``sampler`` must have been prepared (``sampler.prepare(views)``).
     """
     dev = next(field.parameters()).device
     o, d = views.cameras.to(dev).rays()
@@ -84,8 +85,9 @@ def fit_photometric(field: nn.Module, views: Views, cfg: PhotometricConfig = Pho
     mask = views.masks.to(dev).permute(0, 2, 3, 1).reshape(-1)
     pool = views.valid.to(dev).reshape(-1).nonzero()[:, 0]
     opt = optimizer or make_optimizer(field, cfg)
-    sampler = sampler or make_sampler(cfg.sampler, dev)
-    sampler.prepare(views)
+    if sampler is None:  # a given sampler is prepared by its owner, once per scene
+        sampler = make_sampler(cfg.sampler, dev)
+        sampler.prepare(views)
     g = generator if generator is not None else torch.Generator().manual_seed(seed * 100003 + start)
     losses = []
     bar = tqdm(range(start, cfg.iters), initial=start, total=cfg.iters, desc="photometric fit", disable=not progress)

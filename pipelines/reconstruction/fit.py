@@ -107,8 +107,9 @@ def _save_state(path: Path, fld: InstanceField, opt: torch.optim.Optimizer, iter
     device = next(fld.parameters()).device
     blob = {"field": fld.state_dict(), "optimizer": opt.state_dict(), "iteration": iteration,
             "unet_evaluations": unet_evaluations, "generator": generator.get_state(), "rng": _rng_state(device)}
-    if sampler.state_dict():
-        blob["occupancy"] = sampler.state_dict()
+    occupancy = sampler.state_dict()
+    if occupancy:
+        blob["occupancy"] = occupancy
     if state is not None and state.target is not None:
         blob["target"] = {"target": state.target, "index": state.target_index, "weight": state.target_weight,
                           "age": state.target_age}
@@ -170,6 +171,7 @@ def fit_scene(inputs: Views, targets: Cameras | None, cfg: FitSceneConfig, devic
     fit_cfg = cfg.photometric if cfg.mode == "photometric" else cfg.distill
     opt = make_optimizer(fld, fit_cfg)
     sampler = make_sampler(fit_cfg.sampler, device)
+    sampler.prepare(inputs)  # the input masks' hull, once per scene (a checkpoint's grid replaces it on resume)
     start, unet0, state, rng = 0, 0, DistillState(), None
     if resume and state_path is not None and state_path.is_file():
         start, unet0, state, rng = _load_state(state_path, fld, opt, sampler)

@@ -23,9 +23,9 @@ from distill.render import render_views
 from pipelines.common.config import save_config
 from pipelines.common.data_config import DataConfig
 from pipelines.common.metrics import MetricSuite, perceptual_loss, summarize, to_jsonable
-from pipelines.common.scene_row import SceneRow
 from pipelines.common.processes import processes
 from pipelines.common.runtime import machine_info, output_dir
+from pipelines.common.scene_row import SceneRow
 from pipelines.reconstruction.fit import FitResult, FitSceneConfig, fit_scene
 from scenes.co3d import CO3DDataset, Views
 from scenes.custom import load_custom_views

@@ -205,7 +205,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     n_post = d.iters - n_boot
     cycle = max(1, d.reuse_target) if multistep else 1  # iterations per teacher call
     fns: dict[str, Callable[[], object]] = {}
-    sampler.prepare(views)  # the input masks' hull, where the preset carves it, before any render is recorded
+    sampler.prepare(views)  # the input masks' hull, once, as fit_scene does, before any render is recorded
     if n_boot:  # iteration 1, not 0: the occupancy update (every update_every iterations) is timed on its own
         first = min(1, n_boot - 1)
         fns["loop_bootstrap"] = lambda: _loop(fld, views, fcams, teacher, d, opt, sampler, in_loop, first, 1)
