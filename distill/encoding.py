@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 PRIMES = (1, 2654435761, 805459861)
 
@@ -49,6 +50,98 @@ class HashGridConfig:
         return self.n_levels * self.features_per_level
 
 
+def _level_corners(xt: Tensor, res: int, T: int) -> tuple[Tensor, Tensor]:
+    """One level's 8 corner indices (8·P,) and per-axis trilinear weights (3, 2, P).
+
+    Corner-major layout: every tensor holds rows of P contiguous values, so each op is a plain
+    vector op (a trailing size-2 or size-8 dimension makes CPU kernels several times slower).
+    Corner k = 4i + 2j + l is vertex (x + i, y + j, z + l).
+    """
+    pos = xt * res  # (3, P)
+    base = pos.floor().clamp_(0, res - 1)
+    frac = pos - base
+    b = base.long()
+    if (res + 1) ** 3 <= T:  # directly indexed
+        s = res + 1
+        cx = torch.stack([b[0], b[0] + 1])
+        cy = torch.stack([b[1], b[1] + 1]) * s
+        cz = torch.stack([b[2], b[2] + 1]) * (s * s)
+        idx = cx[:, None, None] + cy[None, :, None] + cz[None, None, :]  # (2, 2, 2, P)
+    else:  # spatially hashed; tables are 2^k long, so "mod T" is "& (T − 1)"
+        cx = torch.stack([b[0], b[0] + 1]) * PRIMES[0]
+        cy = torch.stack([b[1], b[1] + 1]) * PRIMES[1]
+        cz = torch.stack([b[2], b[2] + 1]) * PRIMES[2]
+        idx = (cx[:, None, None] ^ cy[None, :, None] ^ cz[None, None, :]) & (T - 1)
+    w = torch.stack([1 - frac, frac], dim=1)  # (3, 2, P)
+    return idx.reshape(-1), w
+
+
+def _corner_weights(w: Tensor) -> Tensor:
+    """Trilinear weights (8, P) from per-axis weights (3, 2, P)."""
+    return (w[0][:, None, None] * w[1][None, :, None] * w[2][None, None, :]).reshape(8, -1)
+
+
+def _fraction_gradient(g_w: Tensor, w: Tensor) -> Tensor:
+    """∂L/∂frac (3, P) from ∂L/∂(corner weight) (2, 2, 2, P) and per-axis weights (3, 2, P)."""
+    wx, wy, wz = w
+    return torch.stack([
+        ((g_w[1] - g_w[0]) * (wy[:, None] * wz[None, :])).sum((0, 1)),
+        ((g_w[:, 1] - g_w[:, 0]) * (wx[:, None] * wz[None, :])).sum((0, 1)),
+        ((g_w[:, :, 1] - g_w[:, :, 0]) * (wx[:, None] * wy[None, :])).sum((0, 1)),
+    ])
+
+
+class _HashEncode(torch.autograd.Function):
+    """Forward and backward of the encoding, written out.
+
+    The backward adds every level's corner gradients into one zero table with ``index_add_``:
+    autograd's ``index_select`` backward would build a table-sized zero gradient per level and
+    sum them. The gradient to the points (needed only when they require it) follows from the
+    trilinear weights: ∂w/∂frac is ±1 times the other two axes' weights, and ∂frac/∂x = N_l.
+    """
+
+    @staticmethod
+    def forward(ctx, tables: Tensor, x: Tensor, res: tuple[int, ...], sizes: tuple[int, ...], T: int) -> Tensor:
+        F, P = tables.shape[1], x.shape[0]
+        inside = (x >= 0) & (x <= 1)  # (P, 3): where the clamp passes gradients
+        xt = x.clamp(0.0, 1.0).t().contiguous()  # (3, P)
+        table = tables.t().contiguous()  # (F, ΣT_l)
+        out = tables.new_empty(len(res) * F, P)
+        levels, start = [], 0
+        for lvl, (r, size) in enumerate(zip(res, sizes)):
+            idx, w = _level_corners(xt, r, T)
+            f = table[:, start:start + size].index_select(1, idx).view(F, 8, P)
+            torch.sum(f * _corner_weights(w), 1, out=out[lvl * F:(lvl + 1) * F])
+            levels.append((idx, w, start, size))
+            start += size
+        ctx.levels, ctx.res = levels, res
+        ctx.save_for_backward(table, inside)
+        return out.t()  # (P, L·F), level-major
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        table, inside = ctx.saved_tensors
+        F = table.shape[0]
+        g_all = grad.t().contiguous()  # (L·F, P)
+        g_table = torch.zeros_like(table) if ctx.needs_input_grad[0] else None
+        g_frac = [] if ctx.needs_input_grad[1] else None
+        for lvl, (idx, w, start, size) in enumerate(ctx.levels):
+            g = g_all[lvl * F:(lvl + 1) * F]  # (F, P)
+            if g_table is not None:
+                g_corner = g[:, None, :] * _corner_weights(w)  # (F, 8, P)
+                g_table[:, start:start + size].index_add_(1, idx, g_corner.view(F, -1))
+            if g_frac is not None:
+                f = table[:, start:start + size].index_select(1, idx).view(F, 8, -1)
+                g_w = (g[:, None, :] * f).sum(0).view(2, 2, 2, -1)  # ∂L/∂(corner weight), (2, 2, 2, P)
+                g_frac.append(_fraction_gradient(g_w, w) * ctx.res[lvl])
+        g_x = (torch.stack(g_frac).sum(0).t() * inside) if g_frac is not None else None
+        return (g_table.t() if g_table is not None else None), g_x, None, None, None
+
+
+def hash_encode(tables: Tensor, x: Tensor, res: tuple[int, ...], sizes: tuple[int, ...], T: int) -> Tensor:
+    """Features (P, L·F) of points x (P, 3) in [0, 1]³ from the stacked level tables (ΣT_l, F)."""
+    return _HashEncode.apply(tables, x, tuple(res), tuple(sizes), T)
 
 
 class TorchHashGrid(nn.Module):
@@ -62,39 +155,13 @@ class TorchHashGrid(nn.Module):
         self.sizes = [min(T, (r + 1) ** 3) for r in self.res]
         self.tables = nn.Parameter(
             (torch.rand(sum(self.sizes), config.features_per_level) * 2 - 1) * init_scale)
-        self.register_buffer("offsets", torch.tensor([0] + self.sizes).cumsum(0)[:-1], persistent=False)
 
     @property
     def output_dim(self) -> int:
         return self.config.output_dim
 
     def forward(self, x: Tensor) -> Tensor:
-        # Per level: the two vertex coordinates and weights per axis (P, 3, 2), combined by
-        # broadcasting into the 8 corners (P, 2, 2, 2): 4x fewer index and weight operations
-        # than building (P, 8, 3) corners. Indices as the module docstring says (tables are 2^k
-        # long, so "mod T" is "& (T − 1)").
-        x = x.clamp(0.0, 1.0)
-        T = 2**self.config.log2_table_size
-        P = x.shape[0]
-        feats = []
-        for lvl, res in enumerate(self.res):
-            pos = x * res
-            base = pos.floor().clamp(0, res - 1)
-            frac = pos - base  # (P, 3) in [0, 1]
-            b = base.long()
-            c = torch.stack([b, b + 1], dim=-1)  # (P, 3, 2) vertex coordinates per axis
-            w = torch.stack([1 - frac, frac], dim=-1)  # (P, 3, 2) weights per axis
-            if (res + 1) ** 3 <= T:
-                s = res + 1
-                ix, iy, iz = c[:, 0], c[:, 1] * s, c[:, 2] * (s * s)
-                idx = ix[:, :, None, None] + iy[:, None, :, None] + iz[:, None, None, :]
-            else:
-                ix, iy, iz = c[:, 0] * PRIMES[0], c[:, 1] * PRIMES[1], c[:, 2] * PRIMES[2]
-                idx = (ix[:, :, None, None] ^ iy[:, None, :, None] ^ iz[:, None, None, :]) & (T - 1)
-            wc = w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]  # (P, 2, 2, 2)
-            f = self.tables.index_select(0, (idx.reshape(P, 8) + self.offsets[lvl]).reshape(-1))
-            feats.append((f.reshape(P, 8, -1) * wc.reshape(P, 8, 1)).sum(1))  # (P, F)
-        return torch.cat(feats, dim=-1)
+        return hash_encode(self.tables, x, self.res, self.sizes, 2**self.config.log2_table_size)
 
 
 def tcnn_available() -> bool:

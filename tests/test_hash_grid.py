@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distill.encoding import PRIMES, HashGridConfig, TorchHashGrid, tcnn_available
+from distill.encoding import PRIMES, HashGridConfig, TorchHashGrid, hash_encode, tcnn_available
 
 SMALL = HashGridConfig(n_levels=4, features_per_level=2, log2_table_size=9, base_resolution=4, finest_resolution=32)
 
@@ -60,6 +60,19 @@ def test_values_and_gradients_match_the_direct_formula():
     g_slow = torch.autograd.grad((slow * w).sum(), enc.tables)[0]
     torch.testing.assert_close(g_fast, g_slow)
     assert (g_fast != 0).sum() > 0
+
+
+def test_gradients_to_tables_and_points_match_finite_differences():
+    torch.manual_seed(1)
+    enc = TorchHashGrid(SMALL, init_scale=1.0).double()
+    x = torch.rand(5, 3, dtype=torch.float64).mul(0.9).add(0.05).requires_grad_()  # inside the box
+    tables = enc.tables.detach().clone().requires_grad_()
+    T = 2**SMALL.log2_table_size
+    assert torch.autograd.gradcheck(lambda t, pts: hash_encode(t, pts, enc.res, enc.sizes, T), (tables, x))
+    # points outside the box are clamped onto it, so their gradient is zero
+    out = torch.tensor([[-0.2, 0.5, 0.5]], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(hash_encode(tables, out, enc.res, enc.sizes, T).sum(), out)
+    assert g[0, 0] == 0 and g[0, 1:].abs().sum() > 0
 
 
 def test_encoding_is_continuous_across_cells():
