@@ -255,8 +255,9 @@ def test_dfm_turntable_of_an_empty_scene_is_an_error_not_a_black_gif(data, tmp_p
 
 
 def test_demo_dfm_samples_differ_where_unseen_and_agree_at_the_inputs(tmp_path):
-    """Two seeds of the shipped demo DFM (50 DDIM steps), over three val objects: the sampled scenes
-    differ less at an input camera than at the least-seen target camera."""
+    """Two seeds of the shipped demo DFM (10 DDIM steps: the property holds for any step count, and
+    50 took a quarter of an hour of the suite), over three val objects: the sampled scenes differ
+    less at an input camera than at the least-seen target camera."""
     from baselines.load import load_dfm
     from pipelines.harness.baseline_methods import least_seen
     from scenes.co3d import CO3DDataset, CO3DOptions
@@ -273,7 +274,7 @@ def test_demo_dfm_samples_differ_where_unseen_and_agree_at_the_inputs(tmp_path):
             k = least_seen(scene.inputs.cameras, scene.targets.cameras)
             cams = type(scene.inputs.cameras).cat([scene.inputs.cameras[[0]], scene.targets.cameras[[k]]])
             a, b = (model.render_scene(sample_oneshot(model, scene.inputs.images, scene.inputs.cameras,
-                                                      scene.targets.cameras[[k]], steps=50,
+                                                      scene.targets.cameras[[k]], steps=10,
                                                       generator=torch.Generator().manual_seed(seed)).scene, cams)
                     for seed in (0, 1))
             diff = (a - b).abs().mean(dim=(1, 2, 3))
