@@ -103,7 +103,7 @@ class _HashEncode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tables: Tensor, x: Tensor, res: tuple[int, ...], sizes: tuple[int, ...], T: int) -> Tensor:
         F, P = tables.shape[1], x.shape[0]
-        inside = (x >= 0) & (x <= 1)  # (P, 3): where the clamp passes gradients
+        inside = ((x >= 0) & (x <= 1)) if x.requires_grad else None  # (P, 3): where the clamp passes gradients
         xt = x.clamp(0.0, 1.0).t().contiguous()  # (3, P)
         table = tables.t().contiguous()  # (F, ΣT_l)
         out = tables.new_empty(len(res) * F, P)
