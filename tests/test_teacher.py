@@ -95,7 +95,7 @@ def test_sds_gradient_is_weighted_noise_residual_through_the_encoder(monkeypatch
     noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(3))
     ti = vt.timestep_index(t, 1000)
     z_t = pipe.scheduler.add_noise(z0.detach(), noise, ti)
-    eps = guided_eps(pipe.unet, z_t, ti, teacher.features[index])
+    eps = guided_eps(pipe.unet, z_t, ti, teacher.conditioning(index)[0])
     w = 1 - pipe.scheduler.alphas_cumprod[ti]
     torch.testing.assert_close(grad_z, w * (eps - noise) / (8 * 8), atol=1e-6, rtol=1e-4)
     assert torch.autograd.grad(loss, images)[0].abs().sum() > 0  # reaches the renders
@@ -190,3 +190,21 @@ def test_expected_calls_of_the_official_schedule():
                           solver="plms-stochastic", steps_per_t=100)
     exact = (sum(n + 1 for n in range(1, 50)) + 49 * 51) / 99  # 38.11 per target, ≈ 76,000 per 2000 targets
     assert abs(teacher.expected_unet_calls(0.0, 0.99) - exact) < 1e-3
+
+
+def test_conditioning_is_computed_once_per_drawn_camera_and_equals_the_eager_eft():
+    pipe = tiny_pipeline()
+    cams = ring(6, size=16)
+    ctx = torch.rand(2, 3, 16, 16)
+    teacher = VLDMTeacher(pipe, ctx, cams[[0, 1]])
+    teacher.prepare(cams[[2, 3, 4, 5]])
+    assert teacher.eft_queries == 0  # nothing runs before a camera is drawn
+    feats, rgb = teacher.conditioning(torch.tensor([3, 1]))
+    assert teacher.eft_queries == 2
+    feats2, _ = teacher.conditioning(torch.tensor([1, 3, 1]))
+    assert teacher.eft_queries == 2  # cached
+    with torch.no_grad():
+        eager_feats, eager_rgb = pipe.condition(ctx, cams[[0, 1]], cams[[2, 3, 4, 5]])
+    torch.testing.assert_close(feats, eager_feats[[3, 1]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(rgb, eager_rgb[[3, 1]], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(feats2, eager_feats[[1, 3, 1]], atol=1e-5, rtol=1e-5)

@@ -58,13 +58,16 @@ class VLDMPipeline(DiffusionPipeline):
         return cameras.height // f, cameras.width // f
 
     def condition(self, context_images: Tensor, context_cameras: Cameras, query_cameras: Cameras,
-                  chunk: int = 8) -> tuple[Tensor, Tensor]:
-        """EFT feature maps (Q, C, h, w) and RGB (Q, 3, h, w) at the query cameras, in chunks of queries."""
+                  chunk: int = 8, context_features: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """EFT feature maps (Q, C, h, w) and RGB (Q, 3, h, w) at the query cameras, in chunks of queries.
+
+        ``context_features`` (``eft.encode`` of the context images) skips the image encoder.
+        """
         size = self.latent_size(query_cameras)
         dev = self.unet.device
         ctx = context_images.to(dev, self.eft.dtype)
         ccam = context_cameras.to(dev)
-        feats = self.eft.encode(ctx)
+        feats = self.eft.encode(ctx) if context_features is None else context_features
         outs = [self.eft(ctx, ccam, query_cameras[list(range(i, min(i + chunk, len(query_cameras))))].to(dev),
                          size, context_features=feats)
                 for i in range(0, len(query_cameras), chunk)]

@@ -1,7 +1,8 @@
 """The VLDM as a distillation teacher (implements ``distill.teacher.Teacher``).
 
-``prepare`` runs the EFT once per camera and caches its feature maps and RGB (SparseFusion
-caches them for all cameras up front); ``bootstrap`` returns the EFT RGB upsampled and its
+``prepare`` fixes the cameras; the EFT runs once per camera, the first time the loop draws it,
+and its feature maps and RGB are cached (SparseFusion computes them for all cameras up front;
+the values are the same, and cameras never drawn cost nothing); ``bootstrap`` returns the EFT RGB upsampled and its
 mask (mean RGB > 0.1); ``denoise`` encodes a render, noises it to t, denoises it to x̂0 and
 decodes it, with the deterministic DDIM or DPM-Solver++ steps or the official stochastic PLMS
 update (``vldm.solvers``), in ``steps`` steps or, with ``steps_per_t`` > 0, in
@@ -58,19 +59,38 @@ class VLDMTeacher:
         self.steps_per_t = steps_per_t
         self.context_images, self.context_cameras = context_images, context_cameras
         self.unet_evaluations = 0
-        self.features: Tensor | None = None  # (N, C, h, w)
-        self.rgb: Tensor | None = None  # (N, 3, h, w)
+        self.eft_queries = 0  # cameras the EFT has run at (each once)
+        self.cameras: Cameras | None = None
         self.size: tuple[int, int] = (0, 0)
+        self._context_features: Tensor | None = None  # (V, 512, H/2, W/2)
+        self._cache: dict[int, tuple[Tensor, Tensor]] = {}  # camera -> features (C, h, w), RGB (3, h, w)
+
+    def prepare(self, cameras: Cameras) -> None:
+        """Fix the cameras (at the teacher's image size) whose EFT conditioning is computed on first use."""
+        self.cameras, self.size, self._cache = cameras, (cameras.height, cameras.width), {}
+        self._context_features = None
 
     @torch.no_grad()
-    def prepare(self, cameras: Cameras) -> None:
-        """Cache EFT features and RGB at every camera (cameras at the teacher's image size)."""
-        self.features, self.rgb = self.pipe.condition(self.context_images, self.context_cameras, cameras)
-        self.size = (cameras.height, cameras.width)
+    def conditioning(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        """EFT feature maps (B, C, h, w) and RGB (B, 3, h, w) at prepared cameras ``index`` (B,)."""
+        if self.cameras is None:
+            raise RuntimeError("call prepare(cameras) before asking the teacher for targets")
+        wanted = [int(i) for i in index.tolist()]
+        missing = sorted(set(wanted) - self._cache.keys())
+        if missing:
+            if self._context_features is None:
+                self._context_features = self.pipe.eft.encode(self.context_images.to(self.pipe.eft.dtype))
+            feats, rgb = self.pipe.condition(self.context_images, self.context_cameras, self.cameras[missing],
+                                             context_features=self._context_features)
+            self._cache.update({i: (f, c) for i, f, c in zip(missing, feats, rgb)})
+            self.eft_queries += len(missing)
+        return (torch.stack([self._cache[i][0] for i in wanted]),
+                torch.stack([self._cache[i][1] for i in wanted]))
 
     def bootstrap(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """EFT RGB (B, 3, H, W) upsampled to the image size, and its mask mean(RGB) > 0.1 (B, 1, H, W)."""
-        rgb = F.interpolate(self.rgb[index].float(), size=self.size, mode="bilinear", align_corners=False)
+        rgb = F.interpolate(self.conditioning(index)[1].float(), size=self.size, mode="bilinear",
+                            align_corners=False)
         return rgb, (rgb.mean(1, keepdim=True) > 0.1).float()
 
     @torch.no_grad()
@@ -81,7 +101,7 @@ class VLDMTeacher:
         z0 = encode(pipe.vae, images.detach().to(pipe.vae.dtype))
         t_idx = timestep_index(t.to(z0.device), pipe.scheduler.config.num_train_timesteps)
         z_t = pipe.scheduler.add_noise(z0, _noise(z0.shape, z0, generator), t_idx)
-        cond = self.features[index].to(z0.dtype)
+        cond = self.conditioning(index)[0].to(z0.dtype)
         x0 = torch.empty_like(z_t)
         steps = self.steps_for(t)
         for n in sorted(set(steps.tolist())):  # samples that take the same number of steps together
@@ -120,7 +140,7 @@ class VLDMTeacher:
         noise = _noise(z0.shape, z0, generator)
         with torch.no_grad():
             z_t = pipe.scheduler.add_noise(z0.detach(), noise, t_idx)
-            eps = guided_eps(pipe.unet, z_t, t_idx, self.features[index].to(z0.dtype), self.guidance_scale)
+            eps = guided_eps(pipe.unet, z_t, t_idx, self.conditioning(index)[0].to(z0.dtype), self.guidance_scale)
         self._count(images.shape[0])
         w = 1.0 - pipe.scheduler.alphas_cumprod.to(z0.device)[t_idx].float()[:, None, None, None]
         grad = (w * (eps.float() - noise.float())).to(z0.dtype)

@@ -8,7 +8,9 @@ occupancy threshold everywhere; a real scene's input views may be larger than th
 
 - the real loop (``distill.loop.distill``) runs in each phase: one bootstrap iteration (two
   renders, EFT targets) and one reuse cycle after it (``reuse_target`` iterations, one teacher
-  call). Seconds per scene add the one-off EFT ``prepare`` (timed once) to the preset's counts.
+  call). Seconds per scene add the EFT conditioning: timed once at every fusion camera and
+  scaled to the cameras the preset's draws are expected to reach (the teacher conditions a
+  camera the first time it is drawn).
 - each component is timed on its own at exactly the shapes one iteration uses, and multiplied
   by its uses per iteration: the field (hash encoding + MLP) replayed on the very points a render
   evaluated it at, forward, and backward where the render kept gradients; rendering (rays,
@@ -50,7 +52,7 @@ from scenes.co3d import Views
 from scenes.errors import UserError
 
 COMPONENTS = {"field": "field fwd+bwd", "rendering": "rendering", "occupancy": "occupancy update", "unet": "UNet",
-              "vae": "VAE", "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT prepare (once)"}
+              "vae": "VAE", "lpips": "LPIPS", "optimizer": "Adam step", "other": "other", "eft": "EFT conditioning"}
 
 
 class _Recorder(nn.Module):
@@ -185,9 +187,14 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
-    teacher.prepare(fcams)  # once per scene: one run
+    teacher.prepare(fcams)
+    teacher.conditioning(torch.arange(len(fcams)))  # the EFT at every camera: one run
     sync()
-    prepare_s = time.perf_counter() - t0
+    eft_all_s = time.perf_counter() - t0
+    n_boot_, cycle_ = min(d.bootstrap_iters, d.iters), max(1, d.reuse_target) if multistep else 1
+    draws = n_boot_ + math.ceil((d.iters - n_boot_) / cycle_)  # batches of B distinct cameras drawn
+    reached = len(fcams) * (1 - (1 - min(B, len(fcams)) / len(fcams)) ** draws)  # expected distinct cameras
+    prepare_s = eft_all_s * reached / len(fcams)
 
     uses_lpips = cfg.mode == "sparsefusion" and cfg.perceptual and d.perceptual_weight > 0
     missing = lpips_weights_missing("vgg")
@@ -235,7 +242,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
     leaf = renders.clone().requires_grad_(True)
     with torch.no_grad(), autocast():
         z = encode(pipe.vae, renders)  # (B, c, h, w)
-        x_in = torch.cat([z, teacher.features[:B].to(z.dtype)], 1).repeat(gw, 1, 1, 1)  # (g·B, c + C, h, w)
+        x_in = torch.cat([z, teacher.conditioning(torch.arange(B))[0].to(z.dtype)], 1).repeat(gw, 1, 1, 1)  # (g·B, c + C, h, w)
     t = torch.full((gw * B,), 500, device=device)
     fns["unet"] = timed(lambda: pipe.unet(x_in, t), grad=False)
     if multistep:
@@ -280,7 +287,7 @@ def measure(pipe, preset: str, device: torch.device, repeats: int) -> dict:
         "teacher": {"steps": cfg.teacher.steps, "solver": cfg.teacher.solver, "reuse_target": d.reuse_target,
                     "views_per_step": B, "guidance_scale": cfg.teacher.guidance_scale},
         "fusion_cameras": len(fcams), "render_points": points,
-        "eft_prepare_s": prepare_s,
+        "eft_prepare_s": prepare_s, "eft_all_cameras_s": eft_all_s, "eft_cameras_expected": reached,
         "s_per_iteration": {"bootstrap": boot_s, "distill": post_s},
         "s_per_scene": prepare_s + n_boot * boot_s + n_post * post_s,
         "s_per_scene_with_lpips": prepare_s + n_boot * boot_s + n_post * (post_s + lpips_outside),
@@ -312,8 +319,9 @@ def print_table(r: dict) -> None:
           f"{r['bootstrap_iterations']} bootstrap; {r['image_size']}² at render scale {r['render_scale']}, "
           f"{r['sampler']} {r['samples_per_ray']['coarse']}+{r['samples_per_ray']['fine']} samples/ray)")
     print(f"  measured s/iteration: bootstrap {r['s_per_iteration']['bootstrap']:.3f}, "
-          f"after {r['s_per_iteration']['distill']:.3f}; EFT prepare {r['eft_prepare_s']:.2f} s "
-          f"({r['fusion_cameras']} cameras)")
+          f"after {r['s_per_iteration']['distill']:.3f}; EFT {r['eft_all_cameras_s']:.2f} s at all "
+          f"{r['fusion_cameras']} cameras, {r['eft_prepare_s']:.2f} s at the {r['eft_cameras_expected']:.0f} "
+          "expected to be drawn")
     print(f"  projected s/scene: {r['s_per_scene']:.1f}"
           + (f" ({r['s_per_scene_with_lpips']:.1f} with LPIPS)" if r["lpips"]["used_by_preset"]
              and not r["lpips"]["in_timed_loop"] else ""))
