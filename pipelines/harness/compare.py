@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from pipelines.common.data_config import DataConfig, scenes_of
 from pipelines.common.metrics import Unavailable, summarize, to_jsonable
@@ -83,19 +84,41 @@ class CompareConfig:
     """Turntable frame rate."""
 
 
-def _turntable_hook(cfg: CompareConfig):
-    """Evaluate hook: a GIF of a 3D method's scene on the input circle, for the first scenes."""
+def _turntable(cfg: CompareConfig, scene: EvalScene, method: Method, out: Path) -> None:
+    """A GIF of a 3D method's scene on the input circle, for the first scenes."""
     from distill.export import to_uint8, write_videos
 
-    def hook(scene: EvalScene, method: Method, out: Path) -> None:
-        if scene.index >= cfg.turntable_scenes or not isinstance(method, SceneMethod):
-            return
-        cams = circle_path(scene.inputs.cameras, cfg.turntable_frames)
-        with torch.no_grad():
-            frames = method.render_scene(cams)  # (N, 3, H, W)
-        write_videos(to_uint8(frames.float().cpu()), None, out / "turntables" / f"{scene.name}.gif", cfg.fps)
+    if scene.index >= cfg.turntable_scenes or not isinstance(method, SceneMethod):
+        return
+    cams = circle_path(scene.inputs.cameras, cfg.turntable_frames)
+    with torch.no_grad():
+        frames = method.render_scene(cams)  # (N, 3, H, W)
+    write_videos(to_uint8(frames.float().cpu()), None, out / "turntables" / f"{scene.name}.gif", cfg.fps)
 
-    return hook
+
+class _GridTiles:
+    """The grid's tiles, kept from the scenes and predictions in memory as this process evaluates them."""
+
+    def __init__(self, scenes: int):
+        self.scenes = scenes
+        self.truth: dict[int, list[Tensor]] = {}  # scene index -> its inputs and the truth at its target, (3, H, W)
+        self.predicted: dict[tuple[int, str], Tensor] = {}  # (scene index, method) -> (3, H, W)
+
+    def keep(self, scene: EvalScene, method: str, pred: Tensor) -> None:
+        """Keep a first scene's inputs, truth and prediction (T, 3, H, W) at its least-seen target."""
+        from pipelines.harness.baseline_methods import least_seen
+
+        if scene.index >= self.scenes:
+            return
+        k = least_seen(scene.inputs.cameras, scene.targets.cameras)
+        self.truth[scene.index] = [img.clone() for img in (*scene.inputs.images, scene.targets.images[k])]
+        self.predicted[scene.index, method] = pred[k].clone()
+
+    def rows(self, methods: list[str], scenes: int) -> list[list[Tensor]] | None:
+        """Grid rows of the first ``scenes`` scenes, or None when some tile was not predicted here."""
+        if any((i, m) not in self.predicted for i in range(scenes) for m in methods):
+            return None
+        return [[*self.truth[i], *(self.predicted[i, m] for m in methods)] for i in range(scenes)]
 
 
 def _check(cfg: CompareConfig) -> list[str]:
@@ -118,7 +141,7 @@ def compare(cfg: CompareConfig) -> dict | None:
     procs = processes(cfg.device)
     results: dict[str, dict] = {}
     skipped: dict[str, str] = {}
-    hook = _turntable_hook(cfg) if cfg.turntable_scenes > 0 else None
+    tiles = _GridTiles(cfg.grid_scenes)
     for method in cfg.methods:
         start = time.perf_counter()
         per_cat = {}
@@ -128,6 +151,12 @@ def compare(cfg: CompareConfig) -> dict | None:
                                   checkpoint=getattr(cfg.models, model) if model else None, device=cfg.device,
                                   seed=cfg.seed, options=dict(cfg.options.get(method, {})), lpips_net=cfg.lpips_net,
                                   fid=cfg.fid, resume=cfg.resume)
+
+            def hook(scene: EvalScene, m: Method, pred: Tensor, out: Path, cat=cat, name=method) -> None:
+                _turntable(cfg, scene, m, out)
+                if cat == categories[0]:
+                    tiles.keep(scene, name, pred)
+
             try:
                 per_cat[cat] = evaluate(ecfg, on_scene=hook)
             except CheckpointMissing as err:
@@ -138,7 +167,7 @@ def compare(cfg: CompareConfig) -> dict | None:
             results[method] = {"per_category": per_cat, "wall_seconds": time.perf_counter() - start}
     if not procs.is_main:
         return None
-    report = _report(cfg, categories, out, results, skipped, procs.count)
+    report = _report(cfg, categories, out, results, skipped, procs.count, tiles)
     print(report["markdown"])
     return report
 
@@ -156,7 +185,7 @@ def _pooled(method: str, per_cat: dict[str, dict]) -> dict:
 
 
 def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict, skipped: dict,
-            n_processes: int) -> dict:
+            n_processes: int, tiles: _GridTiles) -> dict:
     """compare.md, compare.json and grid.png from the gathered summaries."""
     pooled = [_pooled(m, r["per_category"]) for m, r in results.items()]
     d = cfg.data
@@ -169,7 +198,7 @@ def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict,
             lines += [f"### {cat}", "", markdown_table([r["per_category"][cat] for r in results.values()])]
     if skipped:
         lines += ["## Skipped", ""] + [f"- {m}: {why}" for m, why in skipped.items()] + [""]
-    grid = _grid(cfg, categories[0], out, list(results))
+    grid = _grid(cfg, categories[0], out, list(results), tiles)
     if grid is not None:
         lines += ["## Views", "", "![grid](grid.png)", "",
                   f"Rows: the first {cfg.grid_scenes} scenes of {categories[0]}, each at its target least seen by "
@@ -192,20 +221,28 @@ def _report(cfg: CompareConfig, categories: list[str], out: Path, results: dict,
     return report
 
 
-def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str]):
-    """grid.png: per scene, inputs, the ground truth and each method at the least-seen target."""
+def _grid(cfg: CompareConfig, category: str, out: Path, methods: list[str], tiles: _GridTiles):
+    """grid.png: per scene, inputs, the ground truth and each method at the least-seen target.
+
+    The tiles are the predictions this process kept in memory; scenes it did not predict (a resumed
+    run's earlier scenes, another process's share) are loaded again and their views read back.
+    """
     from pipelines.harness.baseline_methods import least_seen
 
     if cfg.grid_scenes <= 0 or not methods:
         return None
     d = cfg.data
     first = min(cfg.grid_scenes, d.max_scenes or cfg.grid_scenes)
-    rows = []
-    for scene in scenes_of(replace(d, category=category, max_scenes=first)):
-        k = least_seen(scene.inputs.cameras, scene.targets.cameras)
-        frame = scene.targets.frame_numbers[k]
-        preds = [read_predictions(out / category / m, scene.name, [frame])[0] for m in methods]
-        rows.append([*scene.inputs.images, scene.targets.images[k], *preds])
+    rows = tiles.rows(methods, first)
+    if rows is None:
+        rows = []
+        for scene in scenes_of(replace(d, category=category, max_scenes=first)):
+            k = least_seen(scene.inputs.cameras, scene.targets.cameras)
+            frame = scene.targets.frame_numbers[k]
+            preds = [tiles.predicted.get((scene.index, m)) for m in methods]
+            preds = [p if p is not None else read_predictions(out / category / m, scene.name, [frame])[0]
+                     for p, m in zip(preds, methods)]
+            rows.append([*scene.inputs.images, scene.targets.images[k], *preds])
     labels = [f"input {i + 1}" for i in range(d.views)] + ["truth", *methods]
     path = out / "grid.png"
     write_image(path, with_column_labels(image_grid(rows, scale=2), labels))

@@ -86,8 +86,9 @@ def read_predictions(out: Path, name: str, frames: list[int]) -> Tensor:
     return torch.from_numpy(np.stack([read_image(p) for p in _pred_paths(out, name, frames)])).permute(0, 3, 1, 2)
 
 
-# on_scene(scene, method, out): runs in the process that predicted the scene, before its row is written
-SceneHook = Callable[[EvalScene, Method, Path], None]
+# on_scene(scene, method, predicted views (T, 3, H, W) in [0, 1] on the CPU, out): runs in the process that
+# predicted the scene, before its row is written
+SceneHook = Callable[[EvalScene, Method, Tensor, Path], None]
 
 
 def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Method, suite: MetricSuite,
@@ -116,7 +117,7 @@ def _predict_scene(cfg: EvaluateConfig, out: Path, scene: EvalScene, method: Met
         for img, p in zip(pred, _pred_paths(out, scene.name, gt.frame_numbers)):
             write_image(p, img.permute(1, 2, 0).numpy())
     if on_scene is not None:
-        on_scene(scene, method, out)
+        on_scene(scene, method, pred, out)
     write_json(_scene_file(out, scene.name), row.to_json())
 
 
