@@ -1,1 +1,1 @@
-"""baselines package."""
+"""The comparative methods: pixelNeRF and forward-model diffusion (DFM), with their fields and renderers."""
