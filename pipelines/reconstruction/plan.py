@@ -16,12 +16,13 @@ import torch
 
 DEFAULT_PRESET = {"cpu": "fast", "cuda": "paper"}
 
-# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from its
-# progress bar on obj_800 with empty-space skipping, quiet, 2026-12-04 (2.8 it/s in the bootstrap,
-# 3.8 it/s at the end; docs/reconstruction.md); demo, sds and paper from `sparsefusion bench
-# figures=[reconstruction] preset=<name>` on the same machine under load, scaled by fast's
-# loaded/quiet ratio (2.7×). Rough by design: the progress bar gives the real ETA.
-CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.36, 0.28), "demo": (0.62, 0.75), "sds": (0.62, 0.75),
+# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from
+# `sparsefusion bench figures=[reconstruction]`'s measured iterations, quiet, 2026-12-06 (0.140-0.165
+# in the bootstrap, 0.148-0.154 after; the EFT's conditioning, about 3 s, comes on top); demo, sds and
+# paper from the same figure with preset=<name> under load on 2026-12-04, scaled by fast's
+# loaded/quiet ratio then (2.7×), so they predate the hash grid's rewrite and overestimate. Rough by
+# design: the progress bar gives the real ETA.
+CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.15, 0.15), "demo": (0.62, 0.75), "sds": (0.62, 0.75),
                                 "paper": (2.8, 3.5)}
 
 
