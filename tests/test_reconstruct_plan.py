@@ -23,7 +23,7 @@ def test_plan_line_names_preset_iterations_cost_and_time():
     line = plan_line(_cfg("paper", "device=cpu"), "paper", False)
     assert "preset paper" in line and "3000 iterations" in line and "76,222 UNet evaluations" in line
     assert "sampler dense 64+64, hash grid torch" in line
-    assert " h per 64² scene on a 2-core CPU" in line
+    assert "about 71 min per 64² scene on a 2-core CPU (use --config fast for minutes)" in line
     assert "40 UNet evaluations" in plan_line(_cfg("fast", "device=cpu"), "fast", True)
     gpu = plan_line(_cfg("paper", "device=cuda"), "paper", True)
     assert "the default on CUDA" in gpu and "not measured on GPUs yet" in gpu

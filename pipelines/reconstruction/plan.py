@@ -16,14 +16,14 @@ import torch
 
 DEFAULT_PRESET = {"cpu": "fast", "cuda": "paper"}
 
-# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine: fast from
-# `sparsefusion bench figures=[reconstruction]`'s measured iterations, quiet, 2026-12-06 (0.140-0.165
-# in the bootstrap, 0.148-0.154 after; the EFT's conditioning, about 3 s, comes on top); demo, sds and
-# paper from the same figure with preset=<name> under load on 2026-12-04, scaled by fast's
-# loaded/quiet ratio then (2.7×), so they predate the hash grid's rewrite and overestimate. Rough by
-# design: the progress bar gives the real ETA.
-CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.15, 0.15), "demo": (0.62, 0.75), "sds": (0.62, 0.75),
-                                "paper": (2.8, 3.5)}
+# Seconds per iteration (bootstrap, after) at 64² on the project's 2-core CPU machine, from
+# `sparsefusion bench figures=[reconstruction] preset=<name>`'s measured iterations, 2026-12-06:
+# fast quiet (0.140-0.165 in the bootstrap, 0.148-0.154 after); demo, sds and paper measured later
+# the same day when the machine ran slower (fast then 0.200 / 0.211) and scaled by fast's ratio
+# (0.73). The EFT's conditioning (3-5 s) comes on top. Rough by design: the progress bar gives the
+# real ETA.
+CPU_SECONDS_PER_ITERATION_64 = {"fast": (0.15, 0.15), "demo": (0.20, 0.35), "sds": (0.17, 0.22),
+                                "paper": (0.67, 1.8)}
 
 
 def device_kind(device: str) -> str:
